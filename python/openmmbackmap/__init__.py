@@ -1,0 +1,15 @@
+"""openmm-backmap: backmapping and resolution switching between coarse-grained and atomistic MD."""
+
+from importlib.metadata import PackageNotFoundError, version as _version
+
+from openmmbackmap.errors import BackmapError, InputError, MappingError
+from openmmbackmap.plugins import load_plugins
+
+load_plugins()
+
+try:
+    __version__ = _version("openmm-backmap")
+except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0.0.0+unknown"
+
+__all__ = ["BackmapError", "InputError", "MappingError", "__version__"]
