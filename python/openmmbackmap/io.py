@@ -100,7 +100,10 @@ def load_topology(path: str | os.PathLike) -> tuple[app.Topology, np.ndarray | N
             return topology, positions
         if suffix == ".gro":
             traj = mdtraj.load(str(path))
-            topology, positions = traj.topology.to_openmm(traj), np.asarray(traj.xyz[0], dtype=np.float64)
+            # a GRO box of zeros (no box) reads as None, which to_openmm(traj) cannot take
+            box_source = traj if traj.unitcell_vectors is not None else None
+            topology = traj.topology.to_openmm(box_source)
+            positions = np.asarray(traj.xyz[0], dtype=np.float64)
             add_missing_bonds(topology, positions)
             return topology, positions
         if suffix in (".prmtop", ".parm7"):
@@ -228,20 +231,38 @@ def iter_trajectory(
         )
     first_frame = 0
     try:
-        if chunk:
-            iterator = mdtraj.iterload(str(path), top=md_top, chunk=chunk, stride=stride)
-        else:
-            iterator = iter([mdtraj.load(str(path), top=md_top, stride=stride)])
-        for traj in iterator:
+        for traj in _read_chunks(path, md_top, chunk, stride, source):
             check_finite(traj.xyz, topology, path, first_frame=first_frame)
             first_frame += traj.n_frames
             yield traj
     except InputError:
         raise
-    except ValueError as exc:
+    except Exception as exc:  # the readers raise many types; name the file for the user
         raise InputError(f"cannot read trajectory {str(path)!r}{source}: {exc}") from exc
-    except (OSError, IOError) as exc:
-        raise InputError(f"cannot read trajectory {str(path)!r}: {exc}") from exc
+
+
+def _read_chunks(
+    path: Path, md_top: mdtraj.Topology, chunk: int, stride: int, source: str
+) -> Iterator[mdtraj.Trajectory]:
+    """Frames of ``path`` on ``md_top``, in chunks of ``chunk`` frames (0: all at once)."""
+    if _suffix(path) in (".pdb", ".cif", ".pdbx", ".gro"):
+        # Text formats carry their own topology, which mdtraj's chunked reader uses instead of
+        # ``md_top`` (and for .gro/.cif ignores ``chunk`` or fails): read the file whole, check
+        # its atom count, then put the given topology on it.
+        whole = mdtraj.load(str(path), stride=stride)
+        if whole.n_atoms != md_top.n_atoms:
+            raise InputError(
+                f"trajectory {str(path)!r} has {whole.n_atoms} atoms but the topology{source} "
+                f"has {md_top.n_atoms}"
+            )
+        whole.topology = md_top
+        step = chunk or max(whole.n_frames, 1)
+        for start in range(0, whole.n_frames, step):
+            yield whole[start : start + step]
+    elif chunk:
+        yield from mdtraj.iterload(str(path), top=md_top, chunk=chunk, stride=stride)
+    else:
+        yield mdtraj.load(str(path), top=md_top, stride=stride)
 
 
 def _count_atoms_in_file(path: Path) -> int | None:
@@ -264,6 +285,8 @@ def check_finite(
     first_frame: int = 0,
 ) -> None:
     """Raise :class:`InputError` naming the first frame and atom whose coordinates are not finite."""
+    if np.isfinite(np.add.reduce(xyz, axis=None, dtype=np.float64)):
+        return  # one pass: a NaN or infinity anywhere makes the sum non-finite
     finite = np.isfinite(xyz).all(axis=-1)
     if finite.all():
         return

@@ -6,7 +6,8 @@ and their weights; the bead sits at the weighted centre of its atoms. An atom li
 weight zero belongs to the bead (it is reconstructed with it) but does not move its centre,
 as ``!`` atoms in Martini ``.map`` files. An atom may belong to several beads.
 
-Mapping a trajectory is one sparse matrix product, so a whole trajectory maps at once.
+Mapping a trajectory is one sparse matrix product applied to every frame, so a whole
+trajectory maps at once.
 
 Examples
 --------
@@ -42,6 +43,9 @@ from openmmbackmap.errors import MappingError
 #: Identifies the canonical serialisation; bump the version when its meaning changes.
 FORMAT = "openmm-backmap/mapping"
 FORMAT_VERSION = 1
+
+#: Frames per block in Mapping.map (measured fastest on a 3,000-atom protein: benchmarks/bench_mapping.py).
+_FRAMES_PER_BLOCK = 256
 
 #: How a weighting named in a scheme or file turns an atom into a number.
 WEIGHTINGS = ("mass", "geometric")
@@ -176,8 +180,10 @@ class Mapping:
         return matrix
 
     @cached_property
-    def _matrix_float32(self) -> scipy.sparse.csr_matrix:
-        return self.matrix.astype(np.float32)
+    def _operators(self) -> dict:
+        """``kron(matrix, I3)`` per dtype: acts on a frame flattened to (atoms * 3,) without a transpose."""
+        operator = scipy.sparse.kron(self.matrix, scipy.sparse.identity(3), format="csr")
+        return {np.dtype(np.float64): operator, np.dtype(np.float32): operator.astype(np.float32)}
 
     @cached_property
     def atom_owner(self) -> np.ndarray:
@@ -324,7 +330,7 @@ class Mapping:
         """
         if isinstance(xyz, unit.Quantity):
             xyz = xyz.value_in_unit(unit.nanometer)
-        xyz = np.asarray(xyz)
+        xyz = np.ascontiguousarray(xyz)
         if xyz.dtype not in (np.float32, np.float64):
             xyz = xyz.astype(np.float64)
         single = xyz.ndim == 2
@@ -346,12 +352,15 @@ class Mapping:
             xyz = io.make_molecules_whole(xyz, np.asarray(unitcell_vectors), self.topology).astype(
                 xyz.dtype
             )
-        matrix = self._matrix_float32 if xyz.dtype == np.float32 else self.matrix
+        operator = self._operators[xyz.dtype]
         frames = len(xyz)
-        # One product for the whole trajectory: atoms along rows, (frame, xyz) along columns.
-        stacked = np.ascontiguousarray(xyz.transpose(1, 0, 2)).reshape(self.n_atoms, frames * 3)
-        cg = (matrix @ stacked).reshape(self.n_beads, frames, 3).transpose(1, 0, 2)
-        cg = np.ascontiguousarray(cg, dtype=xyz.dtype)
+        flat = xyz.reshape(frames, self.n_atoms * 3)
+        cg = np.empty((frames, self.n_beads, 3), dtype=xyz.dtype)
+        # The same sparse product for every frame, applied to blocks of frames: a block stays in
+        # cache, which makes it about 4x faster than one product over a transposed trajectory.
+        for start in range(0, frames, _FRAMES_PER_BLOCK):
+            block = flat[start : start + _FRAMES_PER_BLOCK]
+            cg[start : start + len(block)] = (operator @ block.T).T.reshape(len(block), self.n_beads, 3)
         return cg[0] if single else cg
 
     # ------------------------------------------------------------------ serialisation

@@ -1,0 +1,121 @@
+"""The `backmap` command: help, map, schemes, demo, and bad input (clear error, exit 1, no output left)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import mdtraj
+import numpy as np
+import pytest
+
+from openmmbackmap import io
+from openmmbackmap.cli import main
+from openmmbackmap.mapping import Mapping
+
+from conftest import VERMOUTH_CASES
+
+BACKMAP = str(Path(sys.executable).with_name("backmap"))  # the installed console script
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([BACKMAP, *args], capture_output=True, text=True, timeout=300)
+
+
+def test_help_lists_only_working_commands_and_each_has_help():
+    result = _run("--help")
+    assert result.returncode == 0
+    section = result.stdout.split("COMMAND\n", 1)[1].split("\n\n", 1)[0]
+    listed = [line.split()[0] for line in section.splitlines()]
+    assert listed == ["map", "schemes", "demo"]
+    for command in listed:
+        sub = _run(command, "--help")
+        assert sub.returncode == 0 and f"usage: backmap {command}" in sub.stdout
+
+
+def test_map_martini3_writes_trajectory_topology_and_mapping(tmp_path):
+    aa = VERMOUTH_CASES / "tier-1" / "1UBQ" / "aa.pdb"
+    out = tmp_path / "cg" / "ubq_cg.xtc"
+    result = _run("map", "--scheme", "martini3", "--topology", str(aa), "--traj", str(aa), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "660 atoms -> 166 beads" in result.stdout
+    cg = mdtraj.load(str(out), top=str(out.with_suffix(".pdb")))
+    assert cg.n_atoms == 166 and cg.n_frames == 1
+    mapping = Mapping.load(out.with_suffix(".mapping.json"))
+    reference = mdtraj.load(str(VERMOUTH_CASES / "tier-1" / "1UBQ" / "martinize2" / "cg.pdb"))
+    assert np.abs(cg.xyz - reference.xyz).max() < 0.01
+    assert mapping.n_beads == 166
+
+
+def test_map_trajectory_in_chunks_equals_mapping_in_memory(tmp_path, ala2_paths, ala2):
+    topology, xyz = ala2
+    out = tmp_path / "bb.dcd"
+    assert main(["map", "-t", str(ala2_paths[0]), "-f", str(ala2_paths[1]), "-s", "backbone",
+                 "-o", str(out), "--chunk", "300", "--stride", "2"]) == 0
+    cg = mdtraj.load(str(out), top=str(out.with_suffix(".pdb")))
+    expected = Mapping.from_scheme(topology, "backbone").map(xyz[::2])
+    assert cg.n_frames == 500
+    np.testing.assert_allclose(cg.xyz, expected, atol=2e-4)  # DCD stores Angstrom in float32
+
+
+def test_map_with_a_mapping_file(tmp_path, ala2_paths):
+    ndx = tmp_path / "groups.ndx"
+    ndx.write_text("[ A ]\n1 2 3 4 5 6\n[ B ]\n7 8 9 10 11 12 13 14 15 16\n[ C ]\n17 18 19 20 21 22\n")
+    out = tmp_path / "cg.xtc"
+    assert main(["map", "-t", str(ala2_paths[0]), "-f", str(ala2_paths[1]), "-m", str(ndx), "-o", str(out)]) == 0
+    assert mdtraj.load(str(out), top=str(out.with_suffix(".pdb"))).n_atoms == 3
+
+
+def test_schemes_lists_the_builtin_schemes(capsys):
+    assert main(["schemes"]) == 0
+    names = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
+    assert names == ["ca", "backbone", "residue_com", "heavy_com", "martini3", "martini22"]
+
+
+def test_demo_maps_the_bundled_trajectory(tmp_path):
+    result = _run("demo", "--out-dir", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    for scheme, beads in (("ca", 1), ("backbone", 5), ("residue_com", 3), ("heavy_com", 3)):
+        assert f"{scheme}: 22 atoms -> {beads} beads, 1000 frames" in result.stdout
+        assert (tmp_path / f"ala2_{scheme}.xtc").exists()
+
+
+def _nan_trajectory(tmp_path, ala2):
+    topology, xyz = ala2
+    bad = xyz[:5].copy()
+    bad[3, 8] = np.nan
+    path = tmp_path / "nan.dcd"
+    mdtraj.Trajectory(bad, io.to_mdtraj_topology(topology)).save(str(path))
+    return path
+
+
+@pytest.mark.parametrize("case", ["missing_atom", "atom_count", "nan", "unknown_residue", "missing_file"])
+def test_bad_input_is_a_clear_error_and_leaves_no_output(tmp_path, ala2_paths, ala2, case):
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    out = out_dir / "cg.xtc"
+    top, traj = str(ala2_paths[0]), str(ala2_paths[1])
+    if case == "missing_atom":
+        template = tmp_path / "m.yaml"
+        template.write_text("residues:\n  ACE: {A: [C]}\n  ALA: {B: [CA, CQ]}\n  NME: {C: [N]}\n")
+        args, expected = ["-m", str(template)], "names atom CQ, which residue ALA 2"
+    elif case == "atom_count":
+        traj = str(VERMOUTH_CASES / "tier-1" / "1UBQ" / "aa.pdb")
+        args, expected = ["-s", "ca"], "1UBQ/aa.pdb"
+    elif case == "nan":
+        traj = str(_nan_trajectory(tmp_path, ala2))
+        args, expected = ["-s", "ca"], "nan.dcd': frame 3 has non-finite coordinates (NaN or infinity) at atom CA"
+    elif case == "unknown_residue":
+        args, expected = ["-s", "martini3"], "no martini3001 mapping for residue"
+    else:
+        traj = str(tmp_path / "absent.xtc")
+        args, expected = ["-s", "ca"], "absent.xtc' does not exist"
+    result = _run("map", "-t", top, "-f", traj, "-o", str(out), *args)
+    assert result.returncode == 1
+    assert expected in result.stderr
+    assert result.stderr.startswith("backmap: error: ")
+    assert list(out_dir.iterdir()) == []
+
+
+def test_unknown_scheme_is_refused_by_the_parser(ala2_paths, tmp_path):
+    result = _run("map", "-t", str(ala2_paths[0]), "-s", "martini4", "-o", str(tmp_path / "x.xtc"))
+    assert result.returncode == 2 and "invalid choice: 'martini4'" in result.stderr
