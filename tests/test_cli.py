@@ -68,7 +68,7 @@ def test_map_with_a_mapping_file(tmp_path, ala2_paths):
 def test_schemes_lists_the_builtin_schemes(capsys):
     assert main(["schemes"]) == 0
     names = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
-    assert names == ["ca", "backbone", "residue_com", "heavy_com", "martini3", "martini22"]
+    assert names == ["ca", "backbone", "residue_com", "heavy_com", "martini3", "martini22", "elnedyn22"]
 
 
 def test_demo_maps_the_bundled_trajectory(tmp_path):

@@ -19,6 +19,8 @@ CASES = [
     ("tier-1/1mj5-charmm", "martini3", {}),  # 4,600 atoms with hydrogens, CHARMM names
     ("tier-1/1mj5", "martini3", {"from_ff": "amber"}),  # the same protein with AMBER names (HID/HIE)
     ("tier-0/mini-protein1_betasheet", "martini22", {}),  # Martini 2.2 with hydrogens
+    ("tier-0/mini-protein3_trp-cage", "elnedyn22", {}),  # ElNeDyn 2.2: backbone bead on the C-alpha
+    ("tier-1/bpti", "elnedyn22", {}),  # disulfide bridges, a protonated ASP50
 ]
 
 

@@ -7,9 +7,11 @@ from openmmbackmap.plugins import load_plugins
 
 load_plugins()
 
+from openmmbackmap.mapping import Bead, Mapping, builtin_schemes  # noqa: E402  (after the plugins)
+
 try:
     __version__ = _version("openmm-backmap")
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+unknown"
 
-__all__ = ["BackmapError", "InputError", "MappingError", "__version__"]
+__all__ = ["BackmapError", "Bead", "InputError", "Mapping", "MappingError", "builtin_schemes", "__version__"]

@@ -619,6 +619,7 @@ _SCHEMES: dict[str, Callable[..., list[Bead]]] = {
     "heavy_com": _scheme_heavy_com,
     "martini3": _martini("martini3001"),
     "martini22": _martini("martini22"),
+    "elnedyn22": _martini("elnedyn22"),
 }
 
 _SCHEME_HELP = {
@@ -628,6 +629,7 @@ _SCHEME_HELP = {
     "heavy_com": "one bead per residue at the centre of mass of its heavy atoms",
     "martini3": "Martini 3 (vermouth martini3001 .map files, as martinize2)",
     "martini22": "Martini 2.2 (vermouth martini22 .map files, as martinize2; lipids included)",
+    "elnedyn22": "Martini 2.2 with ElNeDyn (backbone bead on the C-alpha), as martinize2 -ff elnedyn22",
 }
 
 

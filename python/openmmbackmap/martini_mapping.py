@@ -1,4 +1,4 @@
-"""Martini 2.2 and Martini 3 beads, placed as martinize2 places them.
+"""Martini 2.2 (and ElNeDyn 2.2) and Martini 3 beads, placed as martinize2 places them.
 
 Proteins and the small molecules vermouth knows go through vermouth's own pipeline, the one
 ``martinize2`` runs: the residue graphs are matched to vermouth's reference blocks (which
@@ -43,6 +43,7 @@ SOLVENT_RESIDUES = frozenset(
 #: Force fields whose lipid .map files serve a scheme (Martini 2.2 lipids are the same in all).
 _LIPID_TARGETS = {
     "martini22": ("martini22", "elnedyn", "elnedyn22", "martini22p", "elnedyn22p"),
+    "elnedyn22": ("elnedyn22", "elnedyn", "martini22", "martini22p", "elnedyn22p"),
     "martini3001": ("martini3001",),
 }
 
