@@ -10,6 +10,11 @@ Alanine dipeptide, 100 ns (10 x 10 ns, one frame per ps, amber99sbildn + OBC, 30
 
     .venv/bin/python examples/make_reference_data.py ala2 --out-dir reference-data/ala2
 
+Chignolin CLN025, 60 ns (12 x 5 ns, one frame per 10 ps, segments at 300/340/300/380 K)::
+
+    .venv/bin/python examples/make_reference_data.py cln025 --segments 12 --ns-per-segment 5 \
+        --frame-ps 10 --out-dir reference-data/cln025
+
 The starting structure is the bundled ``data/alanine_dipeptide/ala2.pdb`` (see
 examples/make_demo_data.py for how it was made).
 """
@@ -29,6 +34,19 @@ SYSTEMS = {
         "structure": "alanine_dipeptide/ala2.pdb",
         "forcefield_files": ("amber99sbildn.xml", "amber99_obc.xml"),
         "platform": "Reference",  # the fastest for 22 atoms (shared/FACTS.md)
+        "timestep_fs": 2.0,
+        "hydrogen_mass": None,
+        "temperatures": (300.0,),
+    },
+    # Chignolin CLN025: segments cycle through a temperature ladder so that the data holds
+    # folded and unfolded states; HMR with 4 fs steps doubles the speed (shared/FACTS.md).
+    "cln025": {
+        "structure": "chignolin/cln025.pdb",
+        "forcefield_files": ("amber99sbildn.xml", "amber99_obc.xml"),
+        "platform": "CPU",
+        "timestep_fs": 4.0,
+        "hydrogen_mass": 4.0,
+        "temperatures": (300.0, 340.0, 300.0, 380.0),
     },
 }
 
@@ -40,14 +58,15 @@ def main() -> None:
     parser.add_argument("--segments", type=int, default=10)
     parser.add_argument("--ns-per-segment", type=float, default=10.0)
     parser.add_argument("--frame-ps", type=float, default=1.0, help="time between saved frames, ps")
-    parser.add_argument("--temperature", type=float, default=300.0)
+    parser.add_argument("--temperature", type=float, default=None,
+                        help="K, for every segment (default: the system's temperature ladder)")
     parser.add_argument("--seed", type=int, default=1000)
     parser.add_argument("--platform", default=None, help="OpenMM platform (default: the system's)")
     args = parser.parse_args()
 
     system = SYSTEMS[args.system]
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    timestep_fs = 2.0
+    timestep_fs = system["timestep_fs"]
     n_steps = round(args.ns_per_segment * 1e6 / timestep_fs)
     report_interval = round(args.frame_ps * 1e3 / timestep_fs)
     for segment in range(args.segments):
@@ -58,7 +77,9 @@ def main() -> None:
         start = time.perf_counter()
         provenance = run_reference_simulation(
             io.bundled(system["structure"]), prefix,
-            forcefield_files=system["forcefield_files"], temperature=args.temperature,
+            forcefield_files=system["forcefield_files"],
+            temperature=args.temperature or system["temperatures"][segment % len(system["temperatures"])],
+            hydrogen_mass=system["hydrogen_mass"],
             timestep_fs=timestep_fs, n_steps=n_steps, report_interval=report_interval,
             seed=args.seed + segment, platform=args.platform or system["platform"],
             equilibration_steps=10_000, save_positions=True,
@@ -66,7 +87,8 @@ def main() -> None:
         print(f"segment {segment}: {provenance['n_frames']} frames, {provenance['ns_per_day']:.0f} ns/day, "
               f"{time.perf_counter() - start:.0f} s", flush=True)
     summary = {"system": args.system, "segments": args.segments, "ns_per_segment": args.ns_per_segment,
-               "frame_ps": args.frame_ps, "temperature": args.temperature, "seed": args.seed}
+               "frame_ps": args.frame_ps, "temperatures": [args.temperature] if args.temperature else list(system["temperatures"]),
+               "seed": args.seed}
     with io.atomic_output(args.out_dir / "dataset.json") as temporary:
         temporary.write_text(json.dumps(summary, indent=2) + "\n")
 

@@ -11,7 +11,7 @@ Examples
 >>> topology, _ = io.load_topology(io.bundled("alanine_dipeptide/ala2.pdb"))
 >>> features = TopologyFeatures.from_topology(topology)
 >>> len(features.bonds), [features.atom_names[i] for i in features.chiral_centres[0]]
-(21, ['CA', 'N', 'CB', 'C'])
+(21, ['CA', 'C', 'CB', 'N'])
 """
 
 from __future__ import annotations
@@ -52,8 +52,8 @@ class TopologyFeatures:
     chiral_centres
         (n, 4) rows (centre, a, b, c): atoms with four bonded neighbours whose four branches
         differ (compared as element-labelled graphs), with three of the neighbours, heavy
-        atoms first. The sign of :func:`openmmbackmap.geometry.signed_volumes` of a row is
-        the centre's handedness.
+        atoms first, then by name. The sign of :func:`openmmbackmap.geometry.signed_volumes`
+        of a row is the centre's handedness, comparable between files whatever their atom order.
     omegas
         (n, 4) CA(i)-C(i)-N(i+1)-CA(i+1) of every peptide bond.
     omega_residues
@@ -96,7 +96,7 @@ class TopologyFeatures:
             bonds=bonds,
             angles=_angles(graph),
             dihedrals=_dihedrals(graph, bonds),
-            chiral_centres=_chiral_centres(graph, elements),
+            chiral_centres=_chiral_centres(graph, elements, tuple(a.name for a in atoms)),
             omegas=_omegas(topology)[0],
             omega_residues=_omegas(topology)[1],
             rings=_rings(graph),
@@ -174,7 +174,7 @@ def _branch_signature(graph: nx.Graph, centre: int, neighbour: int, depth: int =
     return nx.weisfeiler_lehman_graph_hash(branch, node_attr="label", iterations=depth)
 
 
-def _chiral_centres(graph: nx.Graph, elements: tuple[str, ...]) -> np.ndarray:
+def _chiral_centres(graph: nx.Graph, elements: tuple[str, ...], names: tuple[str, ...]) -> np.ndarray:
     rows = []
     for centre in graph.nodes:
         neighbours = list(graph.neighbors(centre))
@@ -183,8 +183,9 @@ def _chiral_centres(graph: nx.Graph, elements: tuple[str, ...]) -> np.ndarray:
         signatures = [_branch_signature(graph, centre, n) for n in neighbours]
         if len(set(signatures)) < 4:
             continue
-        # Heavy neighbours first (they are placed most reliably); hydrogens last.
-        neighbours.sort(key=lambda n: (elements[n] == "H", n))
+        # Heavy neighbours first (they are placed most reliably), then by name, so that the sign
+        # means the same handedness in any file whatever its atom order.
+        neighbours.sort(key=lambda n: (elements[n] == "H", names[n], n))
         rows.append((centre, *neighbours[:3]))
     return np.array(sorted(rows), dtype=np.int64).reshape(-1, 4)
 
