@@ -16,7 +16,7 @@ Examples
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 
 import networkx as nx
@@ -101,6 +101,24 @@ class TopologyFeatures:
             omega_residues=_omegas(topology)[1],
             rings=_rings(graph),
         )
+
+    def with_chiral_centres_from(self, full: "TopologyFeatures", kept: np.ndarray) -> "TopologyFeatures":
+        """These features with the chiral centres of ``full``, the topology they were cut from.
+
+        A topology without hydrogens has no atom with four bonded neighbours, so it would show
+        no chiral centre at all; the full topology's centres (heavy neighbours first) are kept
+        wherever the centre and its three listed neighbours survive the cut.
+
+        Parameters
+        ----------
+        full
+            Features of the complete topology.
+        kept
+            For each atom of this topology, its index in the full one.
+        """
+        position = {int(old): new for new, old in enumerate(np.asarray(kept))}
+        rows = [[position[int(i)] for i in row] for row in full.chiral_centres if all(int(i) in position for i in row)]
+        return replace(self, chiral_centres=np.array(rows, dtype=np.int64).reshape(-1, 4))
 
     @property
     def n_atoms(self) -> int:
