@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = commands.add_parser(
         "bench",
-        help="score backmapped trajectories against a reference atomistic trajectory",
+        help="score backmapped trajectories against a reference",
         description=(
             "Score backmapped trajectories (ours or other tools') against the reference they were "
             "made from: bonds, clashes, stereochemistry, distributions, accuracy, MD readiness, "
