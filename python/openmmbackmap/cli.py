@@ -83,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--topology", "-t", required=True, type=Path, help="reference atomistic topology")
     bench.add_argument("--reference", "-r", required=True, type=Path, help="reference atomistic trajectory")
-    bench.add_argument("--candidates", "-c", required=True, type=Path, nargs="+",
+    bench.add_argument("--candidates", "-c", type=Path, nargs="+", default=[],
                        help="backmapped trajectories; .pdb/.gro/.cif carry their own topology")
     bench.add_argument("--candidate-topology", type=Path,
                        help="topology of candidate trajectories that have none (default: the reference's)")
@@ -94,7 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="frames checked for MD readiness with OpenMM (0: skip; default 20)")
     bench.add_argument("--forcefield", nargs="+", default=["amber99sbildn.xml", "amber99_obc.xml"],
                        help="OpenMM force field files for MD readiness")
-    bench.add_argument("--seed", type=int, default=0, help="seed of the MD-readiness runs")
+    bench.add_argument("--seed", type=int, default=0, help="seed of the MD-readiness runs and the peers")
+    bench.add_argument("--peers", type=lambda text: [p for p in text.split(",") if p], default=[],
+                       help="other tools to run on CG images of reference frames and score alike, e.g. cgback,cg2at2")
+    bench.add_argument("--peer-frames", type=int, default=5, help="reference frames the peers backmap (default 5)")
     bench.set_defaults(handler=_run_bench)
 
     demo = commands.add_parser(
@@ -205,13 +208,15 @@ def _run_map(args: argparse.Namespace) -> int:
 def _run_bench(args: argparse.Namespace) -> int:
     from openmmbackmap.bench.benchmark import run_benchmark
 
-    if args.stride < 1 or args.readiness_frames < 0:
-        raise BackmapError("--stride must be positive and --readiness-frames not negative")
+    if args.stride < 1 or args.readiness_frames < 0 or args.peer_frames < 1:
+        raise BackmapError("--stride and --peer-frames must be positive and --readiness-frames not negative")
+    if not args.candidates and not args.peers:
+        raise BackmapError("give --candidates, --peers or both")
     written = run_benchmark(
         topology=args.topology, reference=args.reference, candidates=args.candidates,
         candidate_topology=args.candidate_topology, out_dir=args.out, stride=args.stride,
         heavy_only=args.heavy_only, readiness_frames=args.readiness_frames,
-        forcefield_files=args.forcefield, seed=args.seed,
+        forcefield_files=args.forcefield, seed=args.seed, peers=args.peers, peer_frames=args.peer_frames,
     )
     print(written["markdown"].read_text().split("\n\nMetric definitions")[0])
     print("\nwrote " + ", ".join(str(p) for p in [written["json"], written["markdown"], *written["plots"]]))

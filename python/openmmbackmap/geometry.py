@@ -1,8 +1,8 @@
 """Geometry on batches of frames: optimal superposition (Kabsch), RMSD, internal coordinates.
 
 Arrays are (frames, atoms, 3) in nm, as everywhere in the package. Internal coordinates
-(distances, angles, dihedrals) follow mdtraj's definitions, so numbers agree with what users
-compute with mdtraj; these versions work on plain numpy arrays without building a Trajectory.
+(distances, angles, dihedrals) are mdtraj's compiled kernels applied to plain numpy arrays, so
+numbers agree with what users compute with mdtraj.
 
 Examples
 --------
@@ -17,6 +17,7 @@ Examples
 
 from __future__ import annotations
 
+import mdtraj
 import numpy as np
 
 
@@ -91,32 +92,27 @@ def aligned_rmsd(
     return np.sqrt(((fitted[:, select] - target[:, select]) ** 2).sum(-1).mean(-1))
 
 
+def _trajectory(xyz: np.ndarray) -> mdtraj.Trajectory:
+    # mdtraj's compiled kernels need a Trajectory; one without topology costs nothing to build
+    return mdtraj.Trajectory(np.asarray(xyz, dtype=np.float32), None)
+
+
 def distances(xyz: np.ndarray, pairs: np.ndarray) -> np.ndarray:
-    """Distances (frames, pairs) between atom pairs (pairs, 2)."""
+    """Distances (frames, pairs) in nm between atom pairs (pairs, 2); mdtraj's kernel, float32."""
     pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
-    return np.linalg.norm(xyz[:, pairs[:, 1]] - xyz[:, pairs[:, 0]], axis=-1)
+    return mdtraj.compute_distances(_trajectory(xyz), pairs, periodic=False)
 
 
 def angles(xyz: np.ndarray, triplets: np.ndarray) -> np.ndarray:
-    """Angles (frames, triplets) in radians at the middle atom of each triplet (triplets, 3)."""
+    """Angles (frames, triplets) in radians at the middle atom of each triplet (triplets, 3); mdtraj, float32."""
     triplets = np.asarray(triplets, dtype=np.int64).reshape(-1, 3)
-    a = xyz[:, triplets[:, 0]] - xyz[:, triplets[:, 1]]
-    b = xyz[:, triplets[:, 2]] - xyz[:, triplets[:, 1]]
-    cosine = (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
-    return np.arccos(np.clip(cosine, -1.0, 1.0))
+    return mdtraj.compute_angles(_trajectory(xyz), triplets, periodic=False)
 
 
 def dihedrals(xyz: np.ndarray, quadruplets: np.ndarray) -> np.ndarray:
-    """Dihedral angles (frames, quadruplets) in radians, in (-pi, pi], with mdtraj's sign convention."""
+    """Dihedral angles (frames, quadruplets) in radians, in [-pi, pi]; mdtraj's kernel and convention, float32."""
     quadruplets = np.asarray(quadruplets, dtype=np.int64).reshape(-1, 4)
-    b1 = xyz[:, quadruplets[:, 1]] - xyz[:, quadruplets[:, 0]]
-    b2 = xyz[:, quadruplets[:, 2]] - xyz[:, quadruplets[:, 1]]
-    b3 = xyz[:, quadruplets[:, 3]] - xyz[:, quadruplets[:, 2]]
-    n1 = np.cross(b1, b2)
-    n2 = np.cross(b2, b3)
-    x = (n1 * n2).sum(-1)
-    y = (np.cross(n1, n2) * b2).sum(-1) / np.linalg.norm(b2, axis=-1)
-    return np.arctan2(y, x)
+    return mdtraj.compute_dihedrals(_trajectory(xyz), quadruplets, periodic=False)
 
 
 def signed_volumes(xyz: np.ndarray, quadruplets: np.ndarray) -> np.ndarray:

@@ -88,3 +88,24 @@ def test_backmap_bench_command(tmp_path, ala2_paths, candidates, capsys):
     out = capsys.readouterr().out
     assert "| temporal coherence (step RMSD ratio) | 1 |" in out and "500 frames, stride 2" in out
     assert (tmp_path / "report" / "results.json").exists()
+
+
+def test_peers_run_on_cg_images_of_the_reference_and_are_scored_alike(tmp_path):
+    from openmmbackmap.bench.peers import get_peer
+
+    available, reason = get_peer("cgback").available()
+    if not available:
+        pytest.skip(f"cgback cannot run here: {reason}")
+    from conftest import VERMOUTH_CASES
+
+    trp_cage = VERMOUTH_CASES / "tier-0" / "mini-protein3_trp-cage" / "aa.pdb"  # heavy atoms only
+    written = run_benchmark(topology=trp_cage, reference=trp_cage, candidates=[], peers=["cgback"], peer_frames=1,
+                            out_dir=tmp_path / "report", heavy_only=True, readiness_frames=0)
+    card = written["cards"]["cgback"]
+    assert "1 backmapped" in card["peer"]
+    assert card["bonds"]["bond_score"] > 0.95
+    assert card["accuracy"]["rmsd_backbone_nm"] < 0.1  # C-alpha input: the backbone follows it closely
+    assert (tmp_path / "report" / "peers" / "cgback" / "frame000000_cg.pdb").exists()
+    with pytest.raises(InputError, match="unknown peer 'nope'"):
+        run_benchmark(topology=trp_cage, reference=trp_cage, candidates=[], peers=["nope"],
+                      out_dir=tmp_path / "x", heavy_only=True, readiness_frames=0)

@@ -161,7 +161,9 @@ def test_stretched_bond_type_is_the_only_one_flagged(ala2, features, label, fixe
     floor = internal_coordinate_jsd(xyz[:500], xyz[500:], features)["bonds"][label]
     print(f"\n5 % stretched {label}: JSD {report['bonds'][label]:.3f} (floor {floor:.4f})")
     assert report["bonds"][label] > 0.5 and report["bonds"][label] > 20 * floor
-    assert all(v == 0.0 for name, v in report["bonds"].items() if name != label)
+    # other types unchanged up to float32 rounding (geometry uses mdtraj's float32 kernels):
+    # a rare bin-edge crossing, three orders of magnitude below the stretched type
+    assert all(v < 1e-3 for name, v in report["bonds"].items() if name != label)
     # bond directions are unchanged, so angles and dihedrals keep their distributions
     assert report["mean_angles"] < 1e-3 and report["mean_dihedrals"] < 1e-3
     assert basin_population_difference(candidate, xyz, topology) == 0.0
@@ -177,8 +179,9 @@ def test_phi_flipped_to_alpha_l_in_30_percent_of_frames(ala2, features):
     turn[flipped] = 60.0 - phi[flipped]
     candidate = _rotate_about_bond(xyz, n, ca, _side(features, n, ca), turn)
     angles = ramachandran(candidate, topology)
-    assert np.allclose(angles.phi[flipped, 0], 60.0, atol=1e-6)
-    assert np.allclose(angles.psi[:, 0], ramachandran(xyz, topology).psi[:, 0], atol=1e-6)  # psi untouched
+    # float32 dihedrals (mdtraj's kernel) are good to about 1e-5 rad, i.e. 1e-3 degrees
+    assert np.allclose(angles.phi[flipped, 0], 60.0, atol=1e-3)
+    assert np.allclose(angles.psi[:, 0], ramachandran(xyz, topology).psi[:, 0], atol=1e-3)  # psi untouched
     assert basin_populations(candidate, topology)["all"]["alpha_L"] == pytest.approx(0.3)
     assert basin_population_difference(candidate, xyz, topology) == pytest.approx(30.0, abs=1e-9)
     # 30 % of the mass moved to bins the reference never visits. With 1000 frames the 36 x 36
