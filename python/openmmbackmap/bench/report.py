@@ -197,7 +197,7 @@ def _plot_ramachandran(out_dir, features, reference, candidates) -> Path | None:
         axis.set_title(name)
         axis.set_xlabel("phi (degrees)")
         axis.set_ylabel("psi (degrees)")
-    figure.suptitle("phi/psi, all residues")
+    figure.suptitle("phi/psi, all residues", y=1.04)
     return _save(figure, out_dir / "ramachandran.png")
 
 
