@@ -36,3 +36,19 @@ def ubiquitin():
     modeller = app.Modeller(topology, positions * unit.nanometer)
     modeller.delete([r for r in modeller.topology.residues() if r.name == "HOH"])
     return modeller.topology, np.asarray(modeller.positions.value_in_unit(unit.nanometer))
+
+
+@pytest.fixture(scope="session")
+def features(ala2):
+    """Benchmark topology features of the bundled alanine dipeptide."""
+    from openmmbackmap.bench.structure import TopologyFeatures
+
+    return TopologyFeatures.from_topology(ala2[0])
+
+
+@pytest.fixture(scope="session")
+def ubiquitin_features(ubiquitin):
+    """Benchmark topology features of ubiquitin (heavy atoms, waters removed)."""
+    from openmmbackmap.bench.structure import TopologyFeatures
+
+    return TopologyFeatures.from_topology(ubiquitin[0])

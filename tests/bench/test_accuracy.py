@@ -19,16 +19,6 @@ from openmmbackmap.bench.distributions import chi_indices
 from openmmbackmap.bench.structure import TopologyFeatures
 
 
-@pytest.fixture(scope="module")
-def features(ala2):
-    return TopologyFeatures.from_topology(ala2[0])
-
-
-@pytest.fixture(scope="module")
-def ubiquitin_features(ubiquitin):
-    return TopologyFeatures.from_topology(ubiquitin[0])
-
-
 def _random_rotations(n, rng):
     q = rng.normal(size=(n, 4))
     w, x, y, z = (q / np.linalg.norm(q, axis=1, keepdims=True)).T

@@ -27,17 +27,6 @@ from openmmbackmap.bench.distributions import (
     ramachandran,
     ramachandran_jsd,
 )
-from openmmbackmap.bench.structure import TopologyFeatures
-
-
-@pytest.fixture(scope="module")
-def features(ala2):
-    return TopologyFeatures.from_topology(ala2[0])
-
-
-@pytest.fixture(scope="module")
-def ubiquitin_features(ubiquitin):
-    return TopologyFeatures.from_topology(ubiquitin[0])
 
 
 def _index(features, residue, name):

@@ -16,14 +16,8 @@ from openmmbackmap.bench.kinetics import (
     temporal_coherence,
     throughput,
 )
-from openmmbackmap.bench.structure import TopologyFeatures
 
 DT_PS = 1.0
-
-
-@pytest.fixture(scope="module")
-def features(ala2):
-    return TopologyFeatures.from_topology(ala2[0])
 
 
 @pytest.fixture(scope="module")

@@ -16,11 +16,6 @@ from conftest import VERMOUTH_CASES
 
 
 @pytest.fixture(scope="module")
-def ala2_features(ala2):
-    return TopologyFeatures.from_topology(ala2[0])
-
-
-@pytest.fixture(scope="module")
 def protein():
     """(features, positions (1, atoms, 3) nm) of 1MJ5 with hydrogens."""
     topology, positions = io.load_topology(VERMOUTH_CASES / "tier-1" / "1mj5-charmm" / "aa.pdb")
@@ -53,8 +48,8 @@ def _rotate(points, origin, axis, angle):
 # --- the reference scored against itself ----------------------------------------------------
 
 
-def test_ala2_trajectory_scores_ideal_against_itself(ala2, ala2_features):
-    xyz, features = ala2[1], ala2_features
+def test_ala2_trajectory_scores_ideal_against_itself(ala2, features):
+    xyz, features = ala2[1], features
     assert structural.bond_score(xyz, xyz, features) == 1.0
     assert 0.9 < structural.bond_score_auc(xyz, xyz, features) < 1.0  # bonds vibrate about their mean
     assert structural.graph_edit_ratio(xyz, features) == 0.0
@@ -78,16 +73,16 @@ def test_crystal_structure_baseline(protein):
     assert structural.ring_piercing(xyz, features)["total"] == 0
 
 
-def test_wrong_atom_count_is_an_error(ala2, ala2_features):
+def test_wrong_atom_count_is_an_error(ala2, features):
     with pytest.raises(ValueError, match="22 atoms"):
-        structural.clashscore(ala2[1][:, :21], ala2_features)
+        structural.clashscore(ala2[1][:, :21], features)
 
 
 # --- bonds -----------------------------------------------------------------------------------
 
 
-def test_stretched_bond_lowers_bond_scores_by_the_expected_fraction(ala2, ala2_features):
-    reference, features = ala2[1], ala2_features
+def test_stretched_bond_lowers_bond_scores_by_the_expected_fraction(ala2, features):
+    reference, features = ala2[1], features
     ca, ha = _index(features, "ALA", "CA"), _index(features, "ALA", "HA")  # HA has no other bond
     frames = np.arange(0, 1000, 100)
     candidate = reference.astype(np.float64)
@@ -166,8 +161,8 @@ def test_clash_scores_average_over_frames(protein):
 # --- stereochemistry -------------------------------------------------------------------------
 
 
-def test_mirrored_side_chain_flips_exactly_those_frames(ala2, ala2_features):
-    reference, features = ala2[1], ala2_features
+def test_mirrored_side_chain_flips_exactly_those_frames(ala2, features):
+    reference, features = ala2[1], features
     n, ca, c = (_index(features, "ALA", name) for name in ("N", "CA", "C"))
     side = [_index(features, "ALA", name) for name in ("CB", "HB1", "HB2", "HB3", "HA")]
     frames = np.array([3, 50, 51, 999])
@@ -196,8 +191,8 @@ def test_mirror_image_flips_every_chiral_centre(protein):
     assert structural.clashscore(mirror, features) == pytest.approx(structural.clashscore(xyz, features))
 
 
-def test_cis_peptide_is_counted(ala2, ala2_features):
-    reference, features = ala2[1], ala2_features
+def test_cis_peptide_is_counted(ala2, features):
+    reference, features = ala2[1], features
     omega = features.omegas[features.omega_residues.index("NME")]  # ALA CA, C, NME N, CH3
     nme = [i for i, r in enumerate(features.residue_names) if r == "NME"]
     frames = np.arange(10, 1000, 50)
