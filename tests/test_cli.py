@@ -26,7 +26,7 @@ def test_help_lists_only_working_commands_and_each_has_help():
     assert result.returncode == 0
     section = result.stdout.split("COMMAND\n", 1)[1].split("\n\n", 1)[0]
     listed = [line.split()[0] for line in section.splitlines()]
-    assert listed == ["map", "schemes", "bench", "demo"]
+    assert listed == ["map", "schemes", "train", "apply", "bench", "demo"]
     for command in listed:
         sub = _run(command, "--help")
         assert sub.returncode == 0 and f"usage: backmap {command}" in sub.stdout
@@ -119,3 +119,44 @@ def test_bad_input_is_a_clear_error_and_leaves_no_output(tmp_path, ala2_paths, a
 def test_unknown_scheme_is_refused_by_the_parser(ala2_paths, tmp_path):
     result = _run("map", "-t", str(ala2_paths[0]), "-s", "martini4", "-o", str(tmp_path / "x.xtc"))
     assert result.returncode == 2 and "invalid choice: 'martini4'" in result.stderr
+
+
+def test_train_then_apply_then_bench_on_the_bundled_run(tmp_path, ala2_paths):
+    """The whole loop through the command line: a tiny ic model, backmapping, scoring."""
+    topology, trajectory = ala2_paths
+    model = tmp_path / "ala2_backbone.pt"
+    result = _run("train", "--scheme", "backbone", "--train", str(trajectory), "--out", str(model),
+                  "--max-epochs", "2", "--seed", "3")
+    assert result.returncode == 0, result.stderr
+    from openmmbackmap.models import read_metadata
+
+    metadata = read_metadata(model)
+    assert metadata["family"] == "ic" and metadata["provenance"]["command"].startswith("backmap train --scheme backbone")
+    cg = tmp_path / "cg.xtc"
+    assert main(["map", "-s", "backbone", "-t", str(topology), "-f", str(trajectory), "-o", str(cg)]) == 0
+    out = tmp_path / "aa.dcd"
+    result = _run("apply", "--model", str(model), "--cg", str(cg), "--out", str(out), "--samples", "2", "--seed", "5")
+    assert result.returncode == 0, result.stderr
+    samples = [tmp_path / f"aa.sample{k}.dcd" for k in range(2)]
+    assert all(path.exists() for path in samples) and not out.exists()
+    first = mdtraj.load(str(samples[0]), top=str(topology))
+    second = mdtraj.load(str(samples[1]), top=str(topology))
+    assert first.n_frames == 1000 and np.abs(first.xyz - second.xyz).max() > 0  # independent samples
+    report = tmp_path / "report"
+    assert main(["bench", "-t", str(topology), "-r", str(trajectory), "-c", str(samples[0]), "--out", str(report),
+                 "--readiness-frames", "0"]) == 0
+    import json
+
+    card = json.loads((report / "results.json").read_text())["candidates"]["aa.sample0.dcd"]
+    assert card["stereochemistry"]["chirality"]["total"] == 0 and card["bonds"]["bond_score"] > 0.99
+
+
+def test_apply_refuses_a_cg_trajectory_with_other_beads(tmp_path, ala2_paths):
+    topology, trajectory = ala2_paths
+    cg = tmp_path / "cg.xtc"
+    assert main(["map", "-s", "ca", "-t", str(topology), "-f", str(trajectory), "-o", str(cg)]) == 0
+    model = io.bundled("models/ala2_backbone_ic.pt")
+    result = _run("apply", "--model", str(model), "--cg", str(cg), "--out", str(tmp_path / "aa.xtc"))
+    assert result.returncode == 1
+    assert "has 1 atoms but the topology 'model ala2_backbone_ic.pt' has 5" in result.stderr
+    assert not (tmp_path / "aa.xtc").exists()

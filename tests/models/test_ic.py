@@ -1,0 +1,206 @@
+"""The ic family: exact Z-matrix rebuild, TorchScript file, equivariance, stereochemistry, seeds.
+
+Models are trained for a few epochs on the bundled 1 ns alanine-dipeptide run (800 frames
+train, the last 200 validation), one thread.
+"""
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import openmmbackmap
+from openmmbackmap import InputError, MappingError, geometry
+from openmmbackmap.bench.structure import TopologyFeatures
+from openmmbackmap.mapping import Mapping
+from openmmbackmap.models import create_family, families, load_backmapper, read_metadata
+from openmmbackmap.models.ic import ICBackmapper, build_zmatrix, internal_coordinates
+from openmmbackmap.training import _ic_statistics, train_ic
+
+SCHEMES = ["backbone", "residue_com"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def trained(ala2, tmp_path_factory, one_thread):
+    """{scheme: (mapping, path of the saved model, TrainingResult)}."""
+    topology, xyz = ala2
+    out = {}
+    for scheme in SCHEMES:
+        mapping = Mapping.from_scheme(topology, scheme)
+        result = create_family("ic", hidden=32, max_epochs=15, patience=5, log=None).train(mapping, [xyz])
+        path = tmp_path_factory.mktemp("ic") / f"ala2_{scheme}_ic.pt"
+        create_family("ic").save(result, path)
+        out[scheme] = (mapping, path, result)
+    return out
+
+
+def _no_scaling(zmatrix):
+    return np.zeros(zmatrix.n_features), np.ones(zmatrix.n_features)
+
+
+def _random_rigid_motion(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    q, r = np.linalg.qr(rng.normal(size=(3, 3)))
+    q = q * np.sign(np.diag(r))
+    if np.linalg.det(q) < 0:
+        q[:, 0] = -q[:, 0]
+    return q, rng.normal(scale=2.0, size=3)
+
+
+def test_family_is_registered():
+    assert "ic" in families()
+    assert create_family("ic", hidden=8).options == {"hidden": 8}
+
+
+@pytest.mark.parametrize("scheme", SCHEMES + ["heavy_com"])
+def test_true_internal_coordinates_rebuild_the_frames(ala2, scheme):
+    topology, xyz = ala2
+    mapping = Mapping.from_scheme(topology, scheme)
+    zmatrix = build_zmatrix(mapping)
+    assert zmatrix.anchored == (scheme == "backbone")
+    assert sorted(zmatrix.rows[:, 0].tolist()) == sorted(set(range(22)) - set(zmatrix.anchor_atoms.tolist()))
+    frames = xyz[::50]
+    r, theta, phi = internal_coordinates(frames, zmatrix)
+    statistics = _ic_statistics(zmatrix, r, theta, phi)
+    module = ICBackmapper(zmatrix, mapping.matrix.toarray(), *statistics, _no_scaling(zmatrix))
+    by_level = np.argsort(zmatrix.level, kind="stable")
+    as_tensor = lambda a: torch.from_numpy(a[:, by_level].astype(np.float32))  # noqa: E731
+    cg = torch.from_numpy(mapping.map(frames))
+    atoms = module.place(cg, as_tensor(r), as_tensor(theta), as_tensor(phi))
+    if not zmatrix.anchored:
+        atoms = module.superpose(atoms, cg)
+    np.testing.assert_allclose(atoms.numpy(), frames, atol=1e-5)
+
+
+def test_chirality_is_set_by_impropers(ala2):
+    topology, _ = ala2
+    for scheme in SCHEMES:
+        mapping = Mapping.from_scheme(topology, scheme)
+        rows = build_zmatrix(mapping).describe(mapping)
+        improper = build_zmatrix(mapping).improper
+        # The CA centre's last heavy substituent is placed against a sibling, never along a free torsion.
+        placed_on_ca = [row for row, flag in zip(rows, improper) if " <- ALA2:CA " in row and flag]
+        assert any(row.startswith(("ALA2:CB", "ALA2:C ")) for row in placed_on_ca), rows
+
+
+def test_too_few_beads_and_unreachable_atoms_are_refused(ala2):
+    topology, _ = ala2
+    backbone = Mapping.from_scheme(topology, "backbone")
+    with pytest.raises(MappingError, match="at least 3 beads"):
+        build_zmatrix(Mapping(topology, backbone.beads[:2]))
+
+
+def test_file_is_torchscript_with_metadata(trained, ala2):
+    mapping, path, result = trained["residue_com"]
+    metadata = read_metadata(path)
+    assert metadata["family"] == "ic" and metadata["fingerprint"] == mapping.fingerprint
+    assert metadata["provenance"]["zmatrix"]["anchored"] is False
+    assert len(metadata["provenance"]["zmatrix"]["free_torsions"]) == 5  # phi, psi-like and three methyls
+    assert metadata["validation"]["chirality_errors"] == 0 and metadata["validation"]["bond_score"] >= 0.99
+    assert result.history and result.history[0]["validation_nll"] > 0
+    module = torch.jit.load(str(path))  # no class of this package needed
+    cg = torch.from_numpy(mapping.map(ala2[1][:2]))
+    assert module(cg, None, 0).shape == (2, 22, 3)
+    assert module(cg, torch.zeros(2, 22, 3), 0).shape == (2, 22, 3)  # `previous` is accepted (and unused)
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_equivariant_under_rotation_and_translation(trained, ala2, scheme):
+    mapping, path, _ = trained[scheme]
+    backmapper = load_backmapper(path)
+    cg = mapping.map(ala2[1][:64]).astype(np.float64)
+    rng = np.random.default_rng(7)
+    for _ in range(3):
+        rotation, shift = _random_rigid_motion(rng)
+        moved = backmapper(cg @ rotation.T + shift, seed=11)
+        expected = backmapper(cg, seed=11).astype(np.float64) @ rotation.T + shift
+        assert np.abs(moved - expected).max() < 1e-4
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_stereochemistry_and_bonds_over_many_samples(trained, ala2, scheme):
+    mapping, path, _ = trained[scheme]
+    topology, xyz = ala2
+    backmapper = load_backmapper(path)
+    cg = mapping.map(xyz)
+    out = np.concatenate([backmapper(cg, seed=s) for s in range(3)])  # 3,000 frames
+    features = TopologyFeatures.from_topology(topology)
+    handedness = np.sign(geometry.signed_volumes(xyz[:1], features.chiral_centres))
+    assert (np.sign(geometry.signed_volumes(out, features.chiral_centres)) == handedness).all()
+    assert (np.abs(geometry.dihedrals(out, features.omegas)) > math.pi / 2).all()  # no cis (ala2 has no proline)
+    ideal = geometry.distances(xyz, features.bonds).mean(0)
+    deviation = np.abs(geometry.distances(out, features.bonds) - ideal) / ideal
+    assert (deviation <= 0.1).mean() >= 0.99
+    assert deviation.max() < 0.15
+
+
+def test_chirality_and_trans_peptides_survive_absurd_torsion_spreads(ala2):
+    """Even with every dependent torsion's sigma 50x too wide, the clipping keeps handedness and trans bonds."""
+    topology, xyz = ala2
+    features = TopologyFeatures.from_topology(topology)
+    handedness = np.sign(geometry.signed_volumes(xyz[:1], features.chiral_centres))
+    for scheme in SCHEMES:
+        mapping = Mapping.from_scheme(topology, scheme)
+        zmatrix = build_zmatrix(mapping)
+        r_stats, theta_stats, (mean, std), free = _ic_statistics(zmatrix, *internal_coordinates(xyz, zmatrix))
+        module = ICBackmapper(zmatrix, mapping.matrix.toarray(), r_stats, theta_stats, (mean, 50 * std), free, _no_scaling(zmatrix))
+        assert float(module.phi_limit.max()) <= math.radians(60.0) + 1e-6
+        out = torch.jit.script(module)(torch.from_numpy(mapping.map(xyz)), None, 3).numpy()
+        assert (np.sign(geometry.signed_volumes(out, features.chiral_centres)) == handedness).all()
+        assert (np.abs(geometry.dihedrals(out, features.omegas)) > math.pi / 2).all()
+
+
+def test_seeds_are_reproducible(trained, ala2):
+    mapping, path, _ = trained["residue_com"]
+    backmapper = load_backmapper(path)
+    cg = mapping.map(ala2[1][:20])
+    np.testing.assert_array_equal(backmapper(cg, seed=5), backmapper(cg, seed=5))
+    assert np.abs(backmapper(cg, seed=5) - backmapper(cg, seed=6)).max() > 1e-3
+    module = torch.jit.load(str(path))
+    np.testing.assert_array_equal(module(torch.from_numpy(cg), None, 9).numpy(), backmapper(cg, seed=9))
+
+
+def test_bead_count_mismatch_is_an_error(trained, ala2):
+    mapping, path, _ = trained["backbone"]
+    backmapper = load_backmapper(path)
+    with pytest.raises(InputError, match="takes 5 beads"):
+        backmapper(np.zeros((2, 3, 3)))
+    with pytest.raises((RuntimeError, torch.jit.Error), match=r"shape \(frames, 5, 3\); got \[2, 3, 3\]"):
+        torch.jit.load(str(path))(torch.zeros(2, 3, 3), None, 0)
+
+
+def test_validation_is_a_time_block(ala2):
+    topology, xyz = ala2
+    result = train_ic(Mapping.from_scheme(topology, "backbone"), [xyz], max_epochs=1, hidden=8, log=None)
+    assert result.provenance["frames_train"] == 800 and result.provenance["frames_validation"] == 200
+    assert result.validation["frames"] == 200 and result.validation["cg_rmsd_nm"] < 1e-6  # anchors sit on their beads
+    with pytest.raises(InputError, match="shape"):
+        train_ic(Mapping.from_scheme(topology, "backbone"), [xyz[:, :20]], log=None)
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_shipped_models_on_the_bundled_run(ala2, scheme):
+    """The trained models in the package (trained on reference-data/ala2, another run) on the bundled 1 ns."""
+    from openmmbackmap.bench import distributions, structural
+
+    path = Path(openmmbackmap.__file__).parent / "data" / "models" / f"ala2_{scheme}_ic.pt"
+    if not path.is_file():
+        pytest.skip(f"{path.name} is not built")
+    topology, xyz = ala2
+    backmapper = load_backmapper(path, topology=topology)
+    assert backmapper.metadata.provenance["command"].startswith(".venv/bin/python -m openmmbackmap.training")
+    out = backmapper(backmapper.mapping.map(xyz), seed=1)
+    features = TopologyFeatures.from_topology(topology)
+    assert structural.chirality_errors(out, xyz, features)["total"] == 0
+    assert structural.cis_peptides(out, features)["total"] == 0
+    assert structural.bond_score(out, xyz, features) >= 0.99
+    assert distributions.basin_population_difference(out, xyz, features) <= 3.0
