@@ -1,29 +1,62 @@
 """Loading the OpenMM plugins this package relies on.
 
-OpenMM loads every plugin library in its plugin folder when ``openmm`` is first imported.
-openmm-torch's kernels link against libtorch, which is only on the loader's path once
-``torch`` has been imported; a script that imports ``openmm`` before ``torch`` therefore
-gets a TorchForce without Reference/CPU kernels ("does not support all required kernels").
-:func:`load_plugins` loads such libraries again once torch is in place.
+Two kinds of plugin libraries:
+
+* openmm-torch's kernels link against libtorch, which is only on the loader's path once
+  ``torch`` has been imported; a script that imports ``openmm`` before ``torch`` therefore
+  gets a TorchForce without Reference/CPU kernels ("does not support all required kernels").
+  :func:`load_plugins` loads such libraries again once torch is in place.
+* This package's own plugin (``plugin/`` in the source tree, built by ``pip install``), a native
+  :class:`MappingRestraintForce`. ``setup.py`` puts it in ``openmmbackmap/_plugin/``:
+  ``libOpenMMBackmap.so`` (the force and its XML proxy), the SWIG module ``mappingrestraint``
+  and ``plugins/`` with the kernel library, which :func:`load_plugins` loads with
+  ``openmm.Platform.loadPluginsFromDirectory`` (never through ``OPENMM_PLUGIN_DIR``, which would
+  replace OpenMM's own plugin folder and lose the CPU platform).
+
+``import openmmbackmap`` calls :func:`load_plugins`. When the native library is missing (a
+build without a C++ compiler, say), :func:`native_plugin_error` says why and
+:mod:`openmmbackmap.restraints` uses its pure-OpenMM fallback.
+
+>>> from openmmbackmap import plugins
+>>> plugins.load_plugins() == []      # already loaded when openmmbackmap was imported
+True
 """
 
 from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 
 import torch  # noqa: F401  (must precede loading openmm-torch's kernels: it brings libtorch)
 import openmm
 
+#: Where setup.py installs the native plugin (libraries, SWIG module, kernel folder).
+NATIVE_PLUGIN_DIR = Path(__file__).resolve().parent / "_plugin"
+#: The folder of kernel libraries handed to ``Platform.loadPluginsFromDirectory``.
+NATIVE_KERNEL_DIR = NATIVE_PLUGIN_DIR / "plugins"
+
+_native_class: type | None = None
+_native_error: str | None = "load_plugins() has not run yet"
+_native_tried = False
+
 
 def load_plugins() -> list[str]:
-    """Retry the openmm-torch plugin libraries that failed to load before torch was imported.
+    """Load the plugin libraries that are not loaded yet: openmm-torch's and this package's.
 
     Returns
     -------
     list of str
-        Paths of the libraries loaded now (empty when nothing had failed).
+        Paths of the libraries loaded now (empty when everything was loaded already).
     """
+    # First: OpenMM's failures from its own load at import, which the next
+    # loadPluginsFromDirectory call replaces.
+    loaded = _retry_torch_plugins()
+    loaded += _load_native_plugin()
+    return loaded
+
+
+def _retry_torch_plugins() -> list[str]:
     loaded = []
     for failure in openmm.Platform.getPluginLoadFailures():
         match = re.match(r"Error loading library (\S+?):", failure)
@@ -40,3 +73,42 @@ def load_plugins() -> list[str]:
             continue
         loaded.append(path)
     return loaded
+
+
+def _load_native_plugin() -> list[str]:
+    global _native_class, _native_error, _native_tried
+    if _native_tried:
+        return []
+    _native_tried = True
+    if not NATIVE_KERNEL_DIR.is_dir():
+        _native_error = (
+            f"the native plugin was not built ({NATIVE_KERNEL_DIR} is missing); reinstall with "
+            "`pip install -e .` and read the build output"
+        )
+        return []
+    try:
+        # Loads libOpenMMBackmap.so: the force class and its XmlSerializer proxy.
+        from openmmbackmap._plugin.mappingrestraint import MappingRestraintForce
+    except ImportError as error:
+        _native_error = f"the native plugin's Python module does not import: {error}"
+        return []
+    loaded = list(openmm.Platform.loadPluginsFromDirectory(str(NATIVE_KERNEL_DIR)))
+    failures = list(openmm.Platform.getPluginLoadFailures())
+    if failures or not loaded:
+        _native_error = "the native plugin's kernels did not load: " + ("; ".join(failures) or "no library found")
+        return loaded
+    _native_class = MappingRestraintForce
+    _native_error = None
+    return loaded
+
+
+def native_restraint_force_class() -> type | None:
+    """The native ``MappingRestraintForce`` class (an ``openmm.Force``), or None when it is not available."""
+    load_plugins()
+    return _native_class
+
+
+def native_plugin_error() -> str | None:
+    """Why the native plugin is not available, or None when it is."""
+    load_plugins()
+    return _native_error
