@@ -26,7 +26,7 @@ def test_help_lists_only_working_commands_and_each_has_help():
     assert result.returncode == 0
     section = result.stdout.split("COMMAND\n", 1)[1].split("\n\n", 1)[0]
     listed = [line.split()[0] for line in section.splitlines()]
-    assert listed == ["map", "schemes", "train", "apply", "bench", "demo"]
+    assert listed == ["map", "schemes", "train", "apply", "cgforce", "bench", "demo"]
     for command in listed:
         sub = _run(command, "--help")
         assert sub.returncode == 0 and f"usage: backmap {command}" in sub.stdout
@@ -160,3 +160,11 @@ def test_apply_refuses_a_cg_trajectory_with_other_beads(tmp_path, ala2_paths):
     assert result.returncode == 1
     assert "has 1 atoms but the topology 'model ala2_backbone_ic.pt' has 5" in result.stderr
     assert not (tmp_path / "aa.xtc").exists()
+
+
+def test_cgforce_training_refuses_data_without_unrounded_positions(tmp_path):
+    prefix = str(io.bundled("alanine_dipeptide/ala2.pdb")).removesuffix(".pdb")
+    result = _run("cgforce", "train", "--data", prefix, "--out", str(tmp_path / "cgff.pt"))
+    assert result.returncode == 1
+    assert "no unrounded positions" in result.stderr and "ala2.positions.npy missing" in result.stderr
+    assert not (tmp_path / "cgff.pt").exists()

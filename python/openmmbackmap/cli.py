@@ -10,6 +10,8 @@ Subcommands:
     Train a backmapper on atomistic trajectory segments.
 ``backmap apply``
     Backmap a CG trajectory with a trained model.
+``backmap cgforce``
+    Learn a CG force field by force matching (run in OpenMM through TorchForce).
 ``backmap bench``
     Score backmapped trajectories against a reference with the standard benchmark.
 ``backmap demo``
@@ -98,6 +100,17 @@ def build_parser() -> argparse.ArgumentParser:
     apply.add_argument("--seed", type=int, default=0)
     apply.add_argument("--batch-size", type=int, default=1024)
     apply.set_defaults(handler=_run_apply)
+
+    from openmmbackmap import cgforce
+
+    cg_force_field = commands.add_parser(
+        "cgforce", help="learn a CG force field (force matching) for OpenMM's TorchForce",
+        description=("Force-match a CG force field (physical prior + neural network) on atomistic positions "
+                     "and forces (reference-data segments), or refine its torsions by iterative Boltzmann "
+                     "inversion; the model runs in OpenMM through openmmtorch.TorchForce."),
+    )
+    cgforce.configure_parser(cg_force_field)
+    cg_force_field.set_defaults(handler=_run_cgforce)
 
     bench = commands.add_parser(
         "bench",
@@ -258,6 +271,14 @@ def _run_train(args: argparse.Namespace) -> int:
     from openmmbackmap import training
 
     return training.run(args, shlex.join(["backmap", *sys.argv[1:]]))
+
+
+def _run_cgforce(args: argparse.Namespace) -> int:
+    import shlex
+
+    from openmmbackmap import cgforce
+
+    return cgforce.run(args, shlex.join(["backmap", *sys.argv[1:]]))
 
 
 def _run_apply(args: argparse.Namespace) -> int:
