@@ -39,7 +39,7 @@ import openmm.unit as unit
 from openmmbackmap.errors import InputError
 from openmmbackmap.io import atomic_output, load_topology
 
-__all__ = ["run_reference_simulation"]
+__all__ = ["REFERENCE_FORCEFIELD", "reference_system", "run_reference_simulation"]
 
 
 class _ArrayReporter:
@@ -69,9 +69,40 @@ class _ArrayReporter:
         self.n_frames += 1
 
 
-def _create_system(
-    pdb_path: Path, topology: app.Topology, forcefield_files: Sequence[str], hydrogen_mass: float | None = None
+#: Force field files of the standard reference setup.
+REFERENCE_FORCEFIELD: tuple[str, ...] = ("amber99sbildn.xml", "amber99_obc.xml")
+
+
+def reference_system(
+    topology: app.Topology,
+    forcefield_files: Sequence[str] = REFERENCE_FORCEFIELD,
+    hydrogen_mass: float | None = None,
+    source: str | os.PathLike | None = None,
 ) -> openmm.System:
+    """The ``System`` of the standard reference setup for ``topology``.
+
+    amber99sbildn + amber99_obc (OBC implicit solvent) by default, ``NoCutoff``, constraints on
+    bonds to hydrogen: the setup of :func:`run_reference_simulation` and of the benchmark's
+    MD-readiness checks.
+
+    Parameters
+    ----------
+    topology
+        All-atom topology with hydrogens and bonds.
+    forcefield_files
+        OpenMM force field XML files.
+    hydrogen_mass
+        Hydrogen mass repartitioning (amu), or None.
+    source
+        The structure file, named in error messages.
+
+    Raises
+    ------
+    InputError
+        If the force field files cannot be loaded, or have no template for a residue (the
+        message names the residue, its number and chain).
+    """
+    where = f"{source}: " if source is not None else ""
     try:
         forcefield = app.ForceField(*forcefield_files)
     except Exception as exc:
@@ -85,15 +116,13 @@ def _create_system(
         unmatched = forcefield.getUnmatchedResidues(topology)
         if unmatched:
             names = ", ".join(
-                f"{res.name} {res.id} (chain {res.chain.id}, {len(list(res.atoms()))} atoms)"
-                for res in unmatched
+                f"{res.name} {res.id} (chain {res.chain.id}, {len(list(res.atoms()))} atoms)" for res in unmatched
             )
             raise InputError(
-                f"{pdb_path}: force field {list(forcefield_files)} has no template for "
-                f"residue(s) {names}; missing hydrogens or non-standard atom names? "
-                f"OpenMM says: {exc}"
+                f"{where}force field {list(forcefield_files)} has no template for residue(s) {names}; "
+                f"missing hydrogens or non-standard atom names? OpenMM says: {exc}"
             ) from exc
-        raise InputError(f"{pdb_path}: cannot build a system with {list(forcefield_files)}: {exc}") from exc
+        raise InputError(f"{where}cannot build a system with {list(forcefield_files)}: {exc}") from exc
 
 
 def _pdb_text(topology: app.Topology, positions: Any) -> str:
@@ -116,7 +145,7 @@ def run_reference_simulation(
     pdb_path: str | os.PathLike[str],
     out_prefix: str | os.PathLike[str],
     *,
-    forcefield_files: Sequence[str] = ("amber99sbildn.xml", "amber99_obc.xml"),
+    forcefield_files: Sequence[str] = REFERENCE_FORCEFIELD,
     temperature: float = 300.0,
     friction: float = 1.0,
     timestep_fs: float = 2.0,
@@ -223,7 +252,7 @@ def run_reference_simulation(
     topology, start_positions = load_topology(pdb_path)
     if start_positions is None:
         raise InputError(f"{pdb_path}: has no coordinates to start from; give a PDB or PDBx file")
-    system = _create_system(pdb_path, topology, forcefield_files, hydrogen_mass)
+    system = reference_system(topology, forcefield_files, hydrogen_mass, source=pdb_path)
 
     timestep = timestep_fs * unit.femtoseconds
     integrator = openmm.LangevinMiddleIntegrator(

@@ -38,55 +38,13 @@ import openmm
 import openmm.app as app
 import openmm.unit as unit
 
+from openmmbackmap.data import REFERENCE_FORCEFIELD, reference_system
 from openmmbackmap.errors import InputError
 from openmmbackmap.geometry import superpose
 
 __all__ = ["FrameReadiness", "ReadinessChecker", "readiness", "reference_system", "REFERENCE_FORCEFIELD"]
 
-#: Force field files of the standard reference setup (see :mod:`openmmbackmap.data`).
-REFERENCE_FORCEFIELD: tuple[str, ...] = ("amber99sbildn.xml", "amber99_obc.xml")
-
 _RESTRAINT_K = "backmap_restraint_k"
-
-
-def reference_system(
-    topology: app.Topology, forcefield_files: Sequence[str] = REFERENCE_FORCEFIELD
-) -> openmm.System:
-    """The ``System`` of the standard reference setup for ``topology``.
-
-    amber99sbildn + amber99_obc (OBC implicit solvent) by default, ``NoCutoff``, constraints
-    on bonds to hydrogen: the setup of :func:`openmmbackmap.data.run_reference_simulation`.
-
-    Parameters
-    ----------
-    topology
-        All-atom topology with hydrogens and bonds.
-    forcefield_files
-        OpenMM force field XML files.
-
-    Raises
-    ------
-    InputError
-        If the force field files cannot be loaded, or have no template for a residue (the
-        message names the residue, its number and chain).
-    """
-    try:
-        forcefield = app.ForceField(*forcefield_files)
-    except Exception as exc:
-        raise InputError(f"cannot load force field files {list(forcefield_files)}: {exc}") from exc
-    try:
-        return forcefield.createSystem(topology, nonbondedMethod=app.NoCutoff, constraints=app.HBonds)
-    except ValueError as exc:
-        unmatched = forcefield.getUnmatchedResidues(topology)
-        if unmatched:
-            names = ", ".join(
-                f"{res.name} {res.id} (chain {res.chain.id}, {len(list(res.atoms()))} atoms)" for res in unmatched
-            )
-            raise InputError(
-                f"force field {list(forcefield_files)} has no template for residue(s) {names}; "
-                f"missing hydrogens or non-standard atom names? OpenMM says: {exc}"
-            ) from exc
-        raise InputError(f"cannot build a system with {list(forcefield_files)}: {exc}") from exc
 
 
 @dataclass(frozen=True)
