@@ -1,6 +1,5 @@
 """Learned CG force field (openmmbackmap.cgforce): TorchForce agreement, training, systems, stability, bad input."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,11 +14,23 @@ from openmmbackmap import cgforce, io
 from openmmbackmap.errors import InputError
 from openmmbackmap.mapping import Mapping
 
-REFERENCE = Path(__file__).resolve().parents[1] / "reference-data" / "ala2"
 MODEL = cgforce.bundled_model()
-needs_reference = pytest.mark.skipif(
-    not (REFERENCE / "ala2_000.forces.npy").exists(), reason="reference-data/ala2 not present"
-)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """Two short real segments (200 ps, 2,000 frames each) with unrounded positions and forces.
+
+    Made here with run_reference_simulation, as the full sets are (examples/make_reference_data.py),
+    so that CI trains on real data without shipping it.
+    """
+    from openmmbackmap.data import run_reference_simulation
+
+    folder = tmp_path_factory.mktemp("ala2_segments")
+    for segment in range(2):
+        run_reference_simulation(io.bundled("alanine_dipeptide/ala2.pdb"), folder / f"ala2_{segment:03d}",
+                                 n_steps=100_000, report_interval=50, seed=10 + segment, save_positions=True)
+    return folder
 
 
 @pytest.fixture(scope="module")
@@ -129,10 +140,9 @@ def _write_segment(tmp_path, name, positions, forces, units=None):
     return prefix
 
 
-@needs_reference
-def test_bad_training_data(mapping, tmp_path):
-    x = np.load(REFERENCE / "ala2_000.positions.npy", mmap_mode="r")[:300]
-    f = np.load(REFERENCE / "ala2_000.forces.npy", mmap_mode="r")[:300]
+def test_bad_training_data(mapping, tmp_path, reference):
+    x = np.load(reference / "ala2_000.positions.npy", mmap_mode="r")[:300]
+    f = np.load(reference / "ala2_000.forces.npy", mmap_mode="r")[:300]
     with pytest.raises(InputError, match="no forces"):
         cgforce.load_force_data([_write_segment(tmp_path, "a", x, None)], mapping)
     with pytest.raises(InputError, match="21 atoms but the mapping's topology has 22"):
@@ -146,12 +156,9 @@ def test_bad_training_data(mapping, tmp_path):
     assert cgforce.load_force_data([_write_segment(tmp_path, "ok", x, f)], mapping).forces.shape == (300, 5, 3)
 
 
-@needs_reference
-def test_short_training_reduces_force_error(mapping):
+def test_short_training_reduces_force_error(mapping, reference):
     torch.set_num_threads(1)
-    data = cgforce.load_force_data([REFERENCE / "ala2_000", REFERENCE / "ala2_001"], mapping)
-    keep = slice(None, None, 5)  # 4,000 frames
-    data = cgforce.ForceData(data.positions[keep], data.forces[keep], data.segment[keep], data.sources, 0.0)
+    data = cgforce.load_force_data([reference / "ala2_000", reference / "ala2_001"], mapping)
     model, report = cgforce.train(
         data, mapping, test_segments=[1], epochs=3, hidden=16, batch_size=128, seed=0, log=lambda *_: None
     )
@@ -162,13 +169,12 @@ def test_short_training_reduces_force_error(mapping):
     assert report["prior_only"]["validation_mse"] < 0.3 * report["force_variance"]
 
 
-@needs_reference
-def test_torsion_refinement_runs_and_keeps_metadata(mapping, tmp_path):
+def test_torsion_refinement_runs_and_keeps_metadata(mapping, tmp_path, reference):
     torch.set_num_threads(1)
-    reference = mapping.map(np.load(REFERENCE / "ala2_000.positions.npy")[:2000].astype(np.float64))
+    mapped = mapping.map(np.load(reference / "ala2_000.positions.npy")[:2000].astype(np.float64))
     out = tmp_path / "refined.pt"
     result = cgforce.refine_torsions(
-        MODEL, mapping, reference, out, iterations=1, copies=4, production_ps=1, equilibration_ps=0.5, log=lambda *_: None
+        MODEL, mapping, mapped, out, iterations=1, copies=4, production_ps=1, equilibration_ps=0.5, log=lambda *_: None
     )
     assert len(result["history"]) == 2
     meta = cgforce.load_metadata(out)
