@@ -13,9 +13,13 @@ module only.
 
 Examples
 --------
+>>> from openmmbackmap import io
 >>> from openmmbackmap.models.base import load_backmapper
->>> backmapper = load_backmapper("ala2_backbone_ic.pt")            # doctest: +SKIP
->>> atoms = backmapper(cg_frames, seed=1)                          # doctest: +SKIP
+>>> backmapper = load_backmapper(io.bundled("models/ala2_backbone_ic.pt"))
+>>> topology, positions = io.load_topology(io.bundled("alanine_dipeptide/ala2.pdb"))
+>>> cg = backmapper.mapping.map(positions)          # 5 backbone beads, nm
+>>> backmapper(cg, seed=1).shape
+(22, 3)
 """
 
 from __future__ import annotations
