@@ -176,9 +176,7 @@ def main() -> None:
         rest = np.concatenate([reference[k * 10000 : (k + 1) * 10000] for k in range(10) if k not in picked])
         result["reference_floor_segments_vs_rest"] = compare(sub, rest, terms, names)
         # the prior alone (network switched off) as a baseline is in the model provenance (force errors)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1))
+    out = io.write_json(args.out, result, indent=1)
     summary = {
         "stable": status["stable"],
         "simulated_ns_total": result["simulated_ns_total"],

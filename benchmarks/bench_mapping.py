@@ -14,7 +14,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import time
@@ -95,9 +94,7 @@ def main() -> None:
         "repeats": args.repeats,
         "results": results,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with io.atomic_output(args.out) as temporary:
-        temporary.write_text(json.dumps(report, indent=2) + "\n")
+    io.write_json(args.out, report)
     print(f"saved {args.out}")
 
 

@@ -22,7 +22,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import platform as host
 import statistics
 import sys
@@ -35,7 +34,7 @@ import openmm
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_mapping import truncated_protein  # noqa: E402
 
-from openmmbackmap import __version__, plugins  # noqa: E402
+from openmmbackmap import __version__, io, plugins  # noqa: E402
 from openmmbackmap.mapping import Mapping  # noqa: E402
 from openmmbackmap.restraints import mapping_restraint_force  # noqa: E402
 
@@ -171,8 +170,7 @@ def main() -> None:
         "repeats": args.repeats,
         "rows": rows,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    io.write_json(args.out, result)
     print(f"saved {args.out}")
 
 

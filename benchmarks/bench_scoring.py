@@ -13,7 +13,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from pathlib import Path
@@ -60,9 +59,7 @@ def main() -> None:
               "frames": args.frames, "readiness_frames": args.readiness_frames, "repeats": args.repeats,
               "median_seconds": median, "all_seconds": totals, "setup_seconds": setup,
               "median_seconds_by_section": per_section}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with io.atomic_output(args.out) as temporary:
-        temporary.write_text(json.dumps(report, indent=2) + "\n")
+    io.write_json(args.out, report)
     print(f"saved {args.out}")
 
 

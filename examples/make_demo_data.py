@@ -34,8 +34,6 @@ import argparse
 import hashlib
 import importlib.metadata
 import io
-import json
-import os
 import random
 import sys
 import tempfile
@@ -47,6 +45,7 @@ import pdbfixer
 
 import openmmbackmap
 from openmmbackmap.data import run_reference_simulation
+from openmmbackmap.io import write_json
 
 FORCEFIELD_FILES = ("amber99sbildn.xml", "amber99_obc.xml")
 TIMESTEP_FS = 2.0
@@ -134,10 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         forces_path.unlink()
         prov["files"].pop("forces")
         prov["note"] = "forces not bundled: file over 300 KB"
-    json_path = args.out_dir / "ala2.json"
-    tmp_json = json_path.with_name(".ala2.json.part")
-    tmp_json.write_text(json.dumps(prov, indent=2) + "\n")
-    os.replace(tmp_json, json_path)
+    write_json(args.out_dir / "ala2.json", prov)
 
     print(f"{prov['n_frames']} frames x {prov['n_atoms']} atoms, {prov['simulated_ns']} ns, "
           f"{prov['ns_per_day']:.0f} ns/day on {prov['platform']}, wall {prov['wall_time_s']:.0f} s")

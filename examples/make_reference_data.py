@@ -22,7 +22,6 @@ examples/make_demo_data.py for how it was made).
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -89,8 +88,7 @@ def main() -> None:
     summary = {"system": args.system, "segments": args.segments, "ns_per_segment": args.ns_per_segment,
                "frame_ps": args.frame_ps, "temperatures": [args.temperature] if args.temperature else list(system["temperatures"]),
                "seed": args.seed}
-    with io.atomic_output(args.out_dir / "dataset.json") as temporary:
-        temporary.write_text(json.dumps(summary, indent=2) + "\n")
+    io.write_json(args.out_dir / "dataset.json", summary)
 
 
 if __name__ == "__main__":

@@ -546,9 +546,16 @@ def save_model(model: CGForceField, path: str | os.PathLike, mapping: Mapping, p
         "force_map": "aggregated (sum of forces on the atoms each bead owns, Mapping.atom_owner)",
         "provenance": provenance,
     }
-    scripted = torch.jit.script(model.eval())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.jit.save(scripted, str(path), _extra_files={"cgforce.json": json.dumps(meta, indent=1, default=float)})
+    return _save_module(torch.jit.script(model.eval()), path, meta)
+
+
+def _save_module(module: torch.jit.ScriptModule, path: str | os.PathLike, meta: dict) -> Path:
+    """Save a scripted model with its ``cgforce.json``, atomically (a crash leaves no half file)."""
+    from openmmbackmap import io
+
+    path = Path(path)
+    with io.atomic_output(path) as temporary:
+        torch.jit.save(module, str(temporary), _extra_files={"cgforce.json": json.dumps(meta, indent=1, default=float)})
     return path
 
 
@@ -812,11 +819,10 @@ def refine_torsions(
             "copies": copies, "production_ps_per_copy": production_ps, "equilibration_ps": equilibration_ps,
             "damping": damping, "seed": seed, "history": history, "command": command,
         }
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        torch.jit.save(module, str(out_path), _extra_files={"cgforce.json": json.dumps(meta, indent=1, default=float)})
+        _save_module(module, out_path, meta)
         current = out_path
     meta["provenance"]["torsion_refinement"]["history"] = history
-    torch.jit.save(module, str(out_path), _extra_files={"cgforce.json": json.dumps(meta, indent=1, default=float)})
+    _save_module(module, out_path, meta)
     return {"history": history}
 
 

@@ -17,6 +17,7 @@ Examples
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -358,6 +359,18 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if os.path.exists(temporary):
             os.unlink(temporary)
+
+
+def write_json(path: str | os.PathLike, data, *, indent: int | None = 2, allow_nan: bool = True, default=None) -> Path:
+    """Write ``data`` as JSON (with a final newline), atomically; the folder is created.
+
+    ``allow_nan=False`` refuses NaN/infinity, for files that strict JSON readers must accept.
+    """
+    path = Path(path)
+    text = json.dumps(data, indent=indent, allow_nan=allow_nan, default=default) + "\n"
+    with atomic_output(path) as temporary:
+        temporary.write_text(text)
+    return path
 
 
 def write_trajectory(

@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -119,9 +118,7 @@ def write_report(
         written["plots"].append(rmsd)
 
     results = out_dir / "results.json"
-    with io.atomic_output(results) as temporary:
-        temporary.write_text(json.dumps({"provenance": provenance, "candidates": cards}, indent=2, allow_nan=False) + "\n")
-    written["json"] = results
+    written["json"] = io.write_json(results, {"provenance": provenance, "candidates": cards}, allow_nan=False)
 
     lines = ["# Backmapping benchmark", ""]
     lines += [f"- {key}: {value}" for key, value in provenance.items()]
