@@ -6,7 +6,7 @@ import numpy as np
 import openmm.unit as unit
 import pytest
 
-from openmmbackmap import MappingError, io
+from openmmbackmap import MappingError
 from openmmbackmap.mapping import Bead, Mapping, builtin_schemes
 
 

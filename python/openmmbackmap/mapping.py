@@ -280,9 +280,6 @@ class Mapping:
         """
         cg = app.Topology()
         residues = list(self.topology.residues())
-        by_residue: dict[int, list[int]] = {}
-        for b, bead in enumerate(self.beads):
-            by_residue.setdefault(bead.residue_index, []).append(b)
         cg_atoms: dict[int, app.topology.Atom] = {}
         # Beads keep their given order; residues and chains appear as their first bead does.
         chain_of: dict[int, app.topology.Chain] = {}

@@ -36,7 +36,7 @@ import openmm.app as app
 
 from openmmbackmap.bench.distributions import BASINS, basin_index, ramachandran
 from openmmbackmap.bench.structure import TopologyFeatures
-from openmmbackmap.geometry import aligned_rmsd, dihedrals
+from openmmbackmap.geometry import aligned_rmsd
 
 __all__ = [
     "BETA",
