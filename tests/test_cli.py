@@ -1,5 +1,6 @@
 """The `backmap` command: help, map, schemes, demo, and bad input (clear error, exit 1, no output left)."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -26,7 +27,7 @@ def test_help_lists_only_working_commands_and_each_has_help():
     assert result.returncode == 0
     section = result.stdout.split("COMMAND\n", 1)[1].split("\n\n", 1)[0]
     listed = [line.split()[0] for line in section.splitlines()]
-    assert listed == ["map", "schemes", "train", "apply", "cgforce", "bench", "demo"]
+    assert listed == ["map", "schemes", "train", "apply", "cgforce", "bench", "switch", "demo"]
     for command in listed:
         sub = _run(command, "--help")
         assert sub.returncode == 0 and f"usage: backmap {command}" in sub.stdout
@@ -71,12 +72,15 @@ def test_schemes_lists_the_builtin_schemes(capsys):
     assert names == ["ca", "backbone", "residue_com", "heavy_com", "martini3", "martini22", "elnedyn22"]
 
 
-def test_demo_maps_the_bundled_trajectory(tmp_path):
-    result = _run("demo", "--out-dir", str(tmp_path))
+def test_demo_runs_a_multiscale_simulation(tmp_path):
+    result = _run("demo", "--out-dir", str(tmp_path), "--steps", "4000")
     assert result.returncode == 0, result.stderr
-    for scheme, beads in (("ca", 1), ("backbone", 5), ("residue_com", 3), ("heavy_com", 3)):
-        assert f"{scheme}: 22 atoms -> {beads} beads, 1000 frames" in result.stdout
-        assert (tmp_path / f"ala2_{scheme}.xtc").exists()
+    assert "4000 CG steps, 2 switches (2 accepted)" in result.stdout
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["switches"] == 2 and summary["chirality_errors"] == 0
+    assert summary["median_energy_kj_mol"]["energy_relaxed"] < summary["median_energy_kj_mol"]["energy_backmapped"]
+    assert mdtraj.load(str(tmp_path / "atomistic.xtc"), top=str(io.bundled("alanine_dipeptide/ala2.pdb"))).n_frames == 2
+    assert (tmp_path / "switches.png").stat().st_size > 0 and (tmp_path / "config.yaml").exists()
 
 
 def _nan_trajectory(tmp_path, ala2):

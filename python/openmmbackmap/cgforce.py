@@ -67,11 +67,11 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-import openmmbackmap  # noqa: F401  (loads openmm-torch kernels; see plugins.py)
 import openmm
 import openmm.app as app
 import openmm.unit as unit
 
+from openmmbackmap import plugins  # loads the openmm-torch kernels too
 from openmmbackmap.errors import BackmapError, InputError
 from openmmbackmap.mapping import Mapping
 
@@ -730,7 +730,7 @@ def simulate_copies(
     dt = timestep_fs / 1000.0
     integrator = openmm.LangevinMiddleIntegrator(temperature, friction, dt)
     integrator.setRandomNumberSeed(seed)
-    simulation = app.Simulation(mapping.cg_topology, system, integrator, openmm.Platform.getPlatformByName(platform))
+    simulation = app.Simulation(mapping.cg_topology, system, integrator, plugins.platform(platform))
     simulation.context.setPositions((start + np.arange(copies)[:, None, None] * np.array([2.0, 0, 0])).reshape(-1, 3))
     simulation.context.setVelocitiesToTemperature(temperature, seed)
     per_ps = int(round(1.0 / dt))

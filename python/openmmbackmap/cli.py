@@ -14,9 +14,13 @@ Subcommands:
     Learn a CG force field by force matching (run in OpenMM through TorchForce).
 ``backmap bench``
     Score backmapped trajectories against a reference with the standard benchmark.
+``backmap switch``
+    Run a multiscale simulation described by a YAML file: CG dynamics, switches to atomistic
+    resolution with a backmapper, restrained relaxation, atomistic MD, switches back.
 ``backmap demo``
-    Map the bundled alanine dipeptide trajectory with every residue-level scheme and print
-    a summary: the main job on bundled data, for checking an installation.
+    The main job on bundled data, for checking an installation: a multiscale run of alanine
+    dipeptide (learned CG force field, shipped backmapper) that writes its atomistic trajectory,
+    switch log and a plot.
 """
 
 from __future__ import annotations
@@ -33,9 +37,6 @@ from openmmbackmap import __version__, io
 from openmmbackmap.errors import BackmapError
 from openmmbackmap.mapping import Mapping, builtin_schemes
 
-#: The bundled demo trajectory (how it was made: examples/make_demo_data.py).
-DEMO_TOPOLOGY = "alanine_dipeptide/ala2.pdb"
-DEMO_TRAJECTORY = "alanine_dipeptide/ala2.xtc"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -142,16 +143,32 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--peer-frames", type=int, default=5, help="reference frames the peers backmap (default 5)")
     bench.set_defaults(handler=_run_bench)
 
+    from openmmbackmap import switch_config
+
+    switch = commands.add_parser(
+        "switch",
+        help="run a multiscale simulation (CG dynamics with switches to atomistic resolution)",
+        description=("Run the multiscale simulation a YAML config describes (see openmmbackmap.switch_config): "
+                     "CG dynamics, scheduled switches to atomistic resolution with a backmapper, restrained "
+                     "relaxation, optional atomistic MD and map back. Writes the relaxed atomistic structure of "
+                     "every switch, a switch log, a plot, a summary and a checkpoint; running the same command "
+                     "again after an interruption resumes the run."),
+    )
+    switch_config.configure_parser(switch)
+    switch.set_defaults(handler=_run_switch)
+
     demo = commands.add_parser(
         "demo",
-        help="map the bundled alanine dipeptide trajectory and print a summary",
+        help="a multiscale run of the bundled alanine dipeptide: CG dynamics, switches, atomistic MD",
         description=(
-            "Map the bundled 1 ns alanine dipeptide trajectory (amber99sbildn, implicit solvent, "
-            "300 K) with the ca, backbone, residue_com and heavy_com schemes, write the CG "
-            "trajectories to --out-dir and print a summary."
+            "Alanine dipeptide, CG (backbone beads) with the shipped learned CG force field (TorchForce), "
+            "switched to atomistic resolution (amber99sbildn + OBC) every 2,000 CG steps with the shipped "
+            "ic backmapper, relaxed under mapping restraints, 200 steps of atomistic MD, mapped back. "
+            "Writes the config, the atomistic trajectory, the switch log, a plot and a summary to --out-dir."
         ),
     )
     demo.add_argument("--out-dir", type=Path, default=Path("backmap-demo"), help="folder for the outputs (default ./backmap-demo)")
+    demo.add_argument("--steps", type=int, default=20000, help="CG steps (default 20000: 40 ps, 10 switches)")
     demo.set_defaults(handler=_run_demo)
     return parser
 
@@ -314,15 +331,18 @@ def _run_schemes(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_switch(args: argparse.Namespace) -> int:
+    from openmmbackmap import switch_config
+
+    return switch_config.run(args)
+
+
 def _run_demo(args: argparse.Namespace) -> int:
-    topology, _ = io.load_topology(io.bundled(DEMO_TOPOLOGY))
-    trajectory = io.bundled(DEMO_TRAJECTORY)
-    print(f"openmm-backmap {__version__}: mapping the bundled alanine dipeptide trajectory ({trajectory.name})")
-    for scheme in ("ca", "backbone", "residue_com", "heavy_com"):
-        mapping = Mapping.from_scheme(topology, scheme)
-        summary = map_trajectory(mapping, trajectory, args.out_dir / f"ala2_{scheme}.xtc")
-        _print_summary(mapping, summary)
-    return 0
+    from openmmbackmap import switch_config
+
+    config = switch_config.demo_config(args.out_dir, steps=args.steps)
+    print(f"openmm-backmap {__version__}: multiscale run of alanine dipeptide ({config})")
+    return switch_config.run(argparse.Namespace(config=config, restart=True, no_progress=False))
 
 
 def _print_summary(mapping: Mapping, summary: dict) -> None:

@@ -36,6 +36,7 @@ import openmm
 import openmm.app as app
 import openmm.unit as unit
 
+from openmmbackmap import plugins
 from openmmbackmap.errors import InputError
 from openmmbackmap.io import atomic_output, load_topology
 
@@ -259,10 +260,7 @@ def run_reference_simulation(
         temperature * unit.kelvin, friction / unit.picosecond, timestep
     )
     integrator.setRandomNumberSeed(int(seed))
-    try:
-        omm_platform = openmm.Platform.getPlatformByName(platform)
-    except Exception as exc:
-        raise ValueError(f"OpenMM platform {platform!r} is not available: {exc}") from exc
+    omm_platform = plugins.platform(platform)
     simulation = app.Simulation(topology, system, integrator, omm_platform)
     simulation.context.setPositions(start_positions)
 

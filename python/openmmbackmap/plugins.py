@@ -112,3 +112,21 @@ def native_plugin_error() -> str | None:
     """Why the native plugin is not available, or None when it is."""
     load_plugins()
     return _native_error
+
+
+def platform(name: str) -> openmm.Platform:
+    """The OpenMM platform called ``name`` ("Reference", "CPU", "CUDA", "OpenCL"), plugins loaded.
+
+    Raises
+    ------
+    InputError
+        Naming the platforms this installation has, if ``name`` is not one of them.
+    """
+    from openmmbackmap.errors import InputError
+
+    load_plugins()
+    try:
+        return openmm.Platform.getPlatformByName(name)
+    except Exception as exc:  # OpenMMException
+        names = [openmm.Platform.getPlatform(i).getName() for i in range(openmm.Platform.getNumPlatforms())]
+        raise InputError(f"OpenMM platform {name!r} is not available here; available: {', '.join(names)}") from exc

@@ -38,6 +38,7 @@ import openmm
 import openmm.app as app
 import openmm.unit as unit
 
+from openmmbackmap import plugins
 from openmmbackmap.data import REFERENCE_FORCEFIELD, reference_system
 from openmmbackmap.errors import InputError
 from openmmbackmap.geometry import superpose
@@ -215,10 +216,7 @@ class ReadinessChecker:
             self.temperature * unit.kelvin, friction / unit.picosecond, self.timestep_ps * unit.picoseconds
         )
         self.integrator.setRandomNumberSeed(int(integrator_seed))
-        try:
-            omm_platform = openmm.Platform.getPlatformByName(platform)
-        except Exception as exc:
-            raise ValueError(f"OpenMM platform {platform!r} is not available: {exc}") from exc
+        omm_platform = plugins.platform(platform)
         self.system = system
         if platform_properties is None and omm_platform.getName() == "CPU":
             # One thread: for peptides thread start-up costs more than it saves (about 0.1 s

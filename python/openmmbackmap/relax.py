@@ -1,0 +1,318 @@
+"""Restrained relaxation of backmapped structures in reusable atomistic Contexts.
+
+After a switch from CG to atomistic resolution the reconstructed atoms are relaxed with every
+mapped group's centroid held on its bead (:mod:`openmmbackmap.restraints`: the native
+``MappingRestraintForce`` or its pure-OpenMM fallback), so that minimisation removes clashes
+and strained bonds without drifting away from the CG configuration. The Contexts are created
+once and reused at every switch: only positions, targets and velocities change.
+
+Two Contexts, because OpenMM's minimiser enforces constraints by repeating the minimisation
+with ever stiffer penalty springs, which made a chignolin relaxation about five times slower
+(shared/FACTS.md; ``benchmarks/bench_switching.py``):
+
+* the *minimisation* Context holds a copy of the System in which every constraint is a stiff
+  harmonic bond at the constrained length, plus the mapping restraint;
+* the *MD* Context (:attr:`RestrainedRelaxation.simulation`, an ``app.Simulation``) holds the
+  System as given, constraints included. The minimised positions are copied into it and the
+  constraints applied; energies are reported from it, so they never include the restraint.
+
+Example
+-------
+>>> from openmmbackmap import io
+>>> from openmmbackmap.data import reference_system
+>>> from openmmbackmap.mapping import Mapping
+>>> topology, positions = io.load_topology(io.bundled("alanine_dipeptide/ala2.pdb"))
+>>> mapping = Mapping.from_scheme(topology, "residue_com")
+>>> relaxation = RestrainedRelaxation(reference_system(topology), topology, mapping, platform="Reference")
+>>> result = relaxation.relax(positions + 0.01, mapping.map(positions))
+>>> result.energy_after < result.energy_before, result.bead_rmsd < 0.01
+(True, True)
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Mapping as MappingType
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import openmm
+import openmm.app as app
+from openmm import unit
+
+from openmmbackmap import plugins
+from openmmbackmap.errors import InputError
+from openmmbackmap.mapping import Mapping
+from openmmbackmap.restraints import mapping_restraint_force
+
+__all__ = ["RelaxationResult", "RelaxationSettings", "RestrainedRelaxation"]
+
+
+@dataclass(frozen=True)
+class RelaxationSettings:
+    """How a backmapped structure is relaxed.
+
+    Attributes
+    ----------
+    restraint_k
+        Force constant of each group's centroid restraint, kJ/mol/nm^2. 5000 holds a centroid
+        within about 0.01 nm of its bead against the forces of a strained structure.
+    flat_bottom
+        Radius (nm) within which a centroid moves freely.
+    tolerance
+        Minimisation stops when the RMS force is below this, kJ/mol/nm.
+    max_iterations
+        Minimisation iteration cap (0: until converged). A switch's cost is dominated by it.
+    strong_tolerance, strong_max_iterations
+        The stronger relaxation used when a structure still fails its checks after resampling.
+    """
+
+    restraint_k: float = 5000.0
+    flat_bottom: float = 0.0
+    tolerance: float = 10.0
+    max_iterations: int = 200
+    strong_tolerance: float = 1.0
+    strong_max_iterations: int = 2000
+
+    def __post_init__(self):
+        if self.restraint_k < 0 or self.flat_bottom < 0:
+            raise ValueError(f"restraint_k and flat_bottom must be >= 0; got {self.restraint_k}, {self.flat_bottom}")
+        if self.tolerance <= 0 or self.strong_tolerance <= 0:
+            raise ValueError("minimisation tolerances must be positive")
+        if self.max_iterations < 0 or self.strong_max_iterations < 0:
+            raise ValueError("iteration caps must be >= 0")
+
+    @classmethod
+    def from_dict(cls, values: MappingType | None, source: str = "relaxation settings") -> "RelaxationSettings":
+        """Settings from a config section; unknown keys are an error naming them."""
+        values = dict(values or {})
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise InputError(f"{source}: unknown option(s) {unknown}; known: {sorted(known)}")
+        return cls(**values)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class RelaxationResult:
+    """The outcome of one restrained minimisation.
+
+    Attributes
+    ----------
+    positions
+        Relaxed coordinates, nm, (atoms, 3).
+    energy_before, energy_after
+        Potential energy without the restraint, kJ/mol, before and after minimisation.
+    restraint_energy
+        Energy of the restraint after minimisation, kJ/mol.
+    bead_rmsd
+        RMS distance between each group's centroid and its bead after minimisation, nm.
+    seconds
+        Wall time of the minimisation (positions in, energies out).
+    """
+
+    positions: np.ndarray
+    energy_before: float
+    energy_after: float
+    restraint_energy: float
+    bead_rmsd: float
+    seconds: float
+
+
+#: Force constant of the harmonic bonds that stand in for constraints during minimisation,
+#: kJ/mol/nm^2: the stiffness of a C-H bond in amber99sb (about 2.8e5), so hydrogens stay put.
+CONSTRAINT_BOND_K = 3.0e5
+
+
+def flexible_copy(system: openmm.System) -> openmm.System:
+    """A copy of ``system`` without constraints: each becomes a stiff harmonic bond at its length."""
+    flexible = copy.deepcopy(system)
+    if flexible.getNumConstraints():
+        bonds = openmm.HarmonicBondForce()
+        bonds.setUsesPeriodicBoundaryConditions(system.usesPeriodicBoundaryConditions())
+        for index in reversed(range(flexible.getNumConstraints())):
+            i, j, length = flexible.getConstraintParameters(index)
+            bonds.addBond(i, j, length, CONSTRAINT_BOND_K)
+            flexible.removeConstraint(index)
+        flexible.addForce(bonds)
+    return flexible
+
+
+def _free_force_group(system: openmm.System) -> int:
+    """A force group no force of ``system`` uses (the restraint's, so its energy can be read alone)."""
+    used = {system.getForce(i).getForceGroup() for i in range(system.getNumForces())}
+    for group in range(31, -1, -1):
+        if group not in used:
+            return group
+    raise InputError("the atomistic System uses all 32 force groups; one is needed for the mapping restraint")
+
+
+class RestrainedRelaxation:
+    """Restrained minimisation and atomistic MD for one System, Contexts created once, reused at every switch.
+
+    Parameters
+    ----------
+    system
+        The atomistic System (not modified: the Contexts get copies).
+    topology
+        Its topology (the backmapper's atomistic topology).
+    mapping
+        Groups and weights of the restraint: one group per bead.
+    settings
+        Restraint and minimisation settings.
+    platform, platform_properties
+        OpenMM platform by name ("Reference", "CPU", "CUDA", "OpenCL") and its properties.
+    temperature, friction, timestep_fs
+        ``LangevinMiddleIntegrator`` of the atomistic MD that may follow a relaxation (K, 1/ps, fs).
+    integrator_seed
+        Seed of the integrator's random numbers.
+    native
+        Restraint implementation: None (native if built, else the fallback with a warning),
+        True (native or an error), False (fallback).
+
+    Attributes
+    ----------
+    simulation
+        The atomistic ``app.Simulation`` (the MD Context); attach OpenMM reporters to
+        ``simulation.reporters`` to record atomistic MD.
+    restraint
+        The mapping-restraint force of the minimisation Context.
+    """
+
+    def __init__(
+        self,
+        system: openmm.System,
+        topology: app.Topology,
+        mapping: Mapping,
+        settings: RelaxationSettings = RelaxationSettings(),
+        *,
+        platform: str = "CPU",
+        platform_properties: MappingType[str, str] | None = None,
+        temperature: float = 300.0,
+        friction: float = 1.0,
+        timestep_fs: float = 2.0,
+        integrator_seed: int = 0,
+        native: bool | None = None,
+    ):
+        if system.getNumParticles() != mapping.n_atoms:
+            raise InputError(
+                f"the atomistic System has {system.getNumParticles()} particles; the mapping's topology "
+                f"has {mapping.n_atoms} atoms"
+            )
+        self.mapping = mapping
+        self.settings = settings
+        self.temperature = temperature
+        openmm_platform = plugins.platform(platform)
+        properties = dict(platform_properties or {})
+        minimisation_system = flexible_copy(system)
+        self.restraint = mapping_restraint_force(
+            [bead.atom_indices for bead in mapping.beads],
+            [bead.weights for bead in mapping.beads],
+            k=settings.restraint_k,
+            r0=settings.flat_bottom,
+            periodic=system.usesPeriodicBoundaryConditions(),
+            native=native,
+        )
+        self.restraint.setForceGroup(_free_force_group(minimisation_system))
+        minimisation_system.addForce(self.restraint)
+        self._minimisation = openmm.Context(
+            minimisation_system, openmm.VerletIntegrator(0.001), openmm_platform, properties
+        )
+        integrator = openmm.LangevinMiddleIntegrator(temperature, friction, timestep_fs * 1e-3)
+        integrator.setRandomNumberSeed(int(integrator_seed))
+        self.simulation = app.Simulation(topology, copy.deepcopy(system), integrator, openmm_platform, properties)
+        self._constraint_tolerance = integrator.getConstraintTolerance()
+
+    @property
+    def context(self) -> openmm.Context:
+        """The MD Context (the System as given; no restraint)."""
+        return self.simulation.context
+
+    def set_positions(self, positions: np.ndarray) -> None:
+        """Put coordinates (nm, (atoms, 3)) into the MD Context."""
+        self.context.setPositions(np.asarray(positions, dtype=np.float64))
+
+    def energy(self, positions: np.ndarray | None = None) -> float:
+        """Potential energy (kJ/mol) of ``positions``, or of the MD Context's, in the System as given."""
+        if positions is not None:
+            self.set_positions(positions)
+        state = self.context.getState(getEnergy=True)
+        return state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+
+    def positions(self) -> np.ndarray:
+        """The MD Context's coordinates, nm, (atoms, 3)."""
+        state = self.context.getState(getPositions=True)
+        return state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+
+    def velocities(self) -> np.ndarray:
+        """The MD Context's velocities, nm/ps, (atoms, 3)."""
+        state = self.context.getState(getVelocities=True)
+        return state.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond)
+
+    def relax(
+        self,
+        positions: np.ndarray,
+        targets: np.ndarray,
+        *,
+        strong: bool = False,
+    ) -> RelaxationResult:
+        """Minimise ``positions`` with each group's centroid restrained to its bead in ``targets``.
+
+        The result is left in the MD Context, constraints applied.
+
+        Parameters
+        ----------
+        positions
+            Backmapped coordinates, nm, (atoms, 3).
+        targets
+            Bead coordinates, nm, (beads, 3).
+        strong
+            Use the settings' ``strong_tolerance`` and ``strong_max_iterations``.
+        """
+        targets = np.asarray(targets, dtype=np.float64)
+        if targets.shape != (self.mapping.n_beads, 3):
+            raise InputError(f"relaxation targets must have shape {(self.mapping.n_beads, 3)}; got {targets.shape}")
+        start = time.perf_counter()
+        positions = np.asarray(positions, dtype=np.float64)
+        energy_before = self.energy(positions)
+        self._minimisation.setPositions(positions)
+        self.restraint.setTargets(targets)
+        self.restraint.updateParametersInContext(self._minimisation)
+        tolerance = self.settings.strong_tolerance if strong else self.settings.tolerance
+        iterations = self.settings.strong_max_iterations if strong else self.settings.max_iterations
+        openmm.LocalEnergyMinimizer.minimize(self._minimisation, tolerance, iterations)
+        minimised = self._minimisation.getState(getPositions=True).getPositions(asNumpy=True)
+        restraint_energy = self.restraint_energy()
+        self.context.setPositions(minimised)
+        self.context.applyConstraints(self._constraint_tolerance)
+        relaxed = self.positions()
+        energy_after = self.energy()
+        seconds = time.perf_counter() - start
+        deviation = self.mapping.map(relaxed) - targets
+        return RelaxationResult(
+            positions=relaxed,
+            energy_before=energy_before,
+            energy_after=energy_after,
+            restraint_energy=restraint_energy,
+            bead_rmsd=float(np.sqrt((deviation**2).sum(-1).mean())),
+            seconds=seconds,
+        )
+
+    def restraint_energy(self) -> float:
+        """Energy of the mapping restraint in the minimisation Context, kJ/mol."""
+        state = self._minimisation.getState(getEnergy=True, groups=1 << self.restraint.getForceGroup())
+        return state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+
+    def run_md(self, steps: int, seed: int, temperature: float | None = None) -> None:
+        """Unrestrained Langevin MD from the MD Context's positions, velocities drawn at ``temperature`` with ``seed``.
+
+        The atomistic Simulation's reporters see these steps.
+        """
+        if steps <= 0:
+            return
+        self.context.setVelocitiesToTemperature(self.temperature if temperature is None else temperature, int(seed))
+        self.simulation.step(int(steps))
