@@ -67,7 +67,7 @@ def _simulation(name: str, seed: int = 1, **options) -> MultiscaleSimulation:
 
 
 def switch_overhead(name: str, switches: int, samples: int, max_iterations: int) -> dict:
-    simulation = _simulation(name, samples=samples, energy_threshold=0.0,
+    simulation = _simulation(name, samples=samples, energy_threshold=0.0, on_failure="skip",
                              relaxation=RelaxationSettings(max_iterations=max_iterations), switch_interval=500)
     simulation.run(500 * switches)
     records = simulation.switches
@@ -108,7 +108,7 @@ def throughput(name: str, steps: int, interval: int, repeats: int) -> dict:
     rates = {"plain": [], "switching": []}
     for repeat in range(repeats):
         for mode in ("plain", "switching"):
-            simulation = _simulation(name, seed=repeat + 1, samples=4,
+            simulation = _simulation(name, seed=repeat + 1, samples=4, on_failure="skip",
                                      switch_interval=interval if mode == "switching" else None)
             simulation.cg.step(100)  # warm-up outside the timing
             start = time.perf_counter()

@@ -105,6 +105,51 @@ def test_relaxation_holds_beads_and_reports_energies_without_the_restraint(ala2_
     assert np.abs(mapping.map(shifted.positions) - targets - [0.05, 0, 0]).max() < 0.02
 
 
+def test_chirality_hold_restores_an_inverted_centre(ala2_start):
+    """Planted defect: the mirror image (ALA 2's C-alpha inverted, every bond length and angle intact)
+    while the hold remembers the original handedness; minimising with the hold inverts it back, without
+    it the D-alanine stays: the minimiser alone never repairs chirality."""
+    topology, _ = io.load_topology(io.bundled("alanine_dipeptide/ala2.pdb"))
+    from openmmbackmap.bench.structure import TopologyFeatures
+    from openmmbackmap.geometry import signed_volumes
+    from openmmbackmap.relax import chirality_hold_force
+
+    features = TopologyFeatures.from_topology(topology)
+    centres = features.chiral_centres
+    assert len(centres) == 1
+    native_sign = np.sign(signed_volumes(ala2_start[None], centres))[0]
+    force = chirality_hold_force(centres)
+    force.setBondParameters(0, [int(i) for i in centres[0]], [float(native_sign[0])])
+    inverted = ala2_start * np.array([-1.0, 1.0, 1.0])
+    assert np.sign(signed_volumes(inverted[None], centres))[0, 0] == -native_sign[0]
+
+    def minimised(with_hold: bool) -> np.ndarray:
+        system = flexible_copy(reference_system(topology))
+        if with_hold:
+            system.addForce(copy.deepcopy(force))
+        context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+        context.setPositions(inverted)
+        if with_hold:
+            assert context.getState(getEnergy=True).getPotentialEnergy()._value > 0
+        openmm.LocalEnergyMinimizer.minimize(context, 1.0, 2000)
+        return context.getState(getPositions=True).getPositions(asNumpy=True)._value
+
+    assert np.sign(signed_volumes(minimised(True)[None], centres))[0, 0] == native_sign[0]
+    assert np.sign(signed_volumes(minimised(False)[None], centres))[0, 0] == -native_sign[0]
+    # a sane structure costs nothing
+    context = openmm.Context(_system_with(force), openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+    context.setPositions(ala2_start)
+    assert context.getState(getEnergy=True).getPotentialEnergy()._value == 0.0
+
+
+def _system_with(force: openmm.Force) -> openmm.System:
+    system = openmm.System()
+    for _ in range(22):
+        system.addParticle(12.0)
+    system.addForce(copy.deepcopy(force))
+    return system
+
+
 # ---------------------------------------------------------------------- the driver
 
 

@@ -147,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     switch = commands.add_parser(
         "switch",
-        help="run a multiscale simulation (CG dynamics with switches to atomistic resolution)",
+        help="run a multiscale simulation (CG <-> atomistic switching)",
         description=("Run the multiscale simulation a YAML config describes (see openmmbackmap.switch_config): "
                      "CG dynamics, scheduled switches to atomistic resolution with a backmapper, restrained "
                      "relaxation, optional atomistic MD and map back. Writes the relaxed atomistic structure of "
@@ -159,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser(
         "demo",
-        help="a multiscale run of the bundled alanine dipeptide: CG dynamics, switches, atomistic MD",
+        help="multiscale run of the bundled alanine dipeptide",
         description=(
             "Alanine dipeptide, CG (backbone beads) with the shipped learned CG force field (TorchForce), "
             "switched to atomistic resolution (amber99sbildn + OBC) every 2,000 CG steps with the shipped "

@@ -11,10 +11,18 @@ with ever stiffer penalty springs, which made a chignolin relaxation about five 
 (shared/FACTS.md; ``benchmarks/bench_switching.py``):
 
 * the *minimisation* Context holds a copy of the System in which every constraint is a stiff
-  harmonic bond at the constrained length, plus the mapping restraint;
+  harmonic bond at the constrained length, plus the mapping restraint and a chirality hold;
 * the *MD* Context (:attr:`RestrainedRelaxation.simulation`, an ``app.Simulation``) holds the
   System as given, constraints included. The minimised positions are copied into it and the
   constraints applied; energies are reported from it, so they never include the restraint.
+
+The chirality hold keeps every chiral centre (``TopologyFeatures.chiral_centres``) on the side of
+its plane where the minimisation found it: minimising a clashing reconstruction can push a
+hydrogen through its centre's plane and invert it (seen on chignolin's Asp3 C-alpha with a
+preliminary model), the very error learned backmappers exist to avoid. For each centre c with
+neighbours a, b, d it adds ``k * min(0, s * v - margin)^2``, with v the triple product of the
+three unit bond vectors (about 0.77 at a tetrahedral centre, 0 when flat) and s the sign v has
+in the structure handed to :meth:`RestrainedRelaxation.relax`; zero for any sane geometry.
 
 Example
 -------
@@ -43,6 +51,7 @@ from openmm import unit
 
 from openmmbackmap import plugins
 from openmmbackmap.errors import InputError
+from openmmbackmap.geometry import signed_volumes
 from openmmbackmap.mapping import Mapping
 from openmmbackmap.restraints import mapping_restraint_force
 
@@ -66,6 +75,8 @@ class RelaxationSettings:
         Minimisation iteration cap (0: until converged). A switch's cost is dominated by it.
     strong_tolerance, strong_max_iterations
         The stronger relaxation used when a structure still fails its checks after resampling.
+    hold_chirality
+        Keep every chiral centre's handedness during minimisation (see the module docstring).
     """
 
     restraint_k: float = 5000.0
@@ -74,6 +85,7 @@ class RelaxationSettings:
     max_iterations: int = 200
     strong_tolerance: float = 1.0
     strong_max_iterations: int = 2000
+    hold_chirality: bool = True
 
     def __post_init__(self):
         if self.restraint_k < 0 or self.flat_bottom < 0:
@@ -121,6 +133,30 @@ class RelaxationResult:
     restraint_energy: float
     bead_rmsd: float
     seconds: float
+
+
+#: Chirality hold: force constant (kJ/mol) and the normalised triple product below which it acts.
+CHIRALITY_K = 5000.0
+CHIRALITY_MARGIN = 0.3
+
+
+def chirality_hold_force(chiral_centres: np.ndarray) -> openmm.CustomCompoundBondForce:
+    """A force keeping each chiral centre (rows ``centre, a, b, d``) on its side; per-centre sign ``s`` (0: off)."""
+    expression = (
+        "k_chiral * min(0, s * v - margin)^2;"
+        "v = (ax * (by * dz - bz * dy) + ay * (bz * dx - bx * dz) + az * (bx * dy - by * dx)) / (la * lb * ld);"
+        "la = sqrt(ax^2 + ay^2 + az^2); lb = sqrt(bx^2 + by^2 + bz^2); ld = sqrt(dx^2 + dy^2 + dz^2);"
+        "ax = x2 - x1; ay = y2 - y1; az = z2 - z1;"
+        "bx = x3 - x1; by = y3 - y1; bz = z3 - z1;"
+        "dx = x4 - x1; dy = y4 - y1; dz = z4 - z1"
+    )
+    force = openmm.CustomCompoundBondForce(4, expression)
+    force.addGlobalParameter("k_chiral", CHIRALITY_K)
+    force.addGlobalParameter("margin", CHIRALITY_MARGIN)
+    force.addPerBondParameter("s")
+    for row in np.asarray(chiral_centres, dtype=int).reshape(-1, 4):
+        force.addBond([int(i) for i in row], [0.0])
+    return force
 
 
 #: Force constant of the harmonic bonds that stand in for constraints during minimisation,
@@ -219,6 +255,16 @@ class RestrainedRelaxation:
         )
         self.restraint.setForceGroup(_free_force_group(minimisation_system))
         minimisation_system.addForce(self.restraint)
+        self._chiral_centres = np.zeros((0, 4), dtype=int)
+        self._chirality = None
+        if settings.hold_chirality:
+            from openmmbackmap.bench.structure import TopologyFeatures
+
+            self._chiral_centres = TopologyFeatures.from_topology(topology).chiral_centres
+            if len(self._chiral_centres):
+                self._chirality = chirality_hold_force(self._chiral_centres)
+                self._chirality.setForceGroup(self.restraint.getForceGroup())
+                minimisation_system.addForce(self._chirality)
         self._minimisation = openmm.Context(
             minimisation_system, openmm.VerletIntegrator(0.001), openmm_platform, properties
         )
@@ -282,6 +328,11 @@ class RestrainedRelaxation:
         self._minimisation.setPositions(positions)
         self.restraint.setTargets(targets)
         self.restraint.updateParametersInContext(self._minimisation)
+        if self._chirality is not None:
+            signs = np.sign(signed_volumes(positions[None], self._chiral_centres)[0])
+            for index, (row, sign) in enumerate(zip(self._chiral_centres, signs)):
+                self._chirality.setBondParameters(index, [int(i) for i in row], [float(sign)])
+            self._chirality.updateParametersInContext(self._minimisation)
         tolerance = self.settings.strong_tolerance if strong else self.settings.tolerance
         iterations = self.settings.strong_max_iterations if strong else self.settings.max_iterations
         openmm.LocalEnergyMinimizer.minimize(self._minimisation, tolerance, iterations)
@@ -303,7 +354,7 @@ class RestrainedRelaxation:
         )
 
     def restraint_energy(self) -> float:
-        """Energy of the mapping restraint in the minimisation Context, kJ/mol."""
+        """Energy of the mapping restraint (and the chirality hold) in the minimisation Context, kJ/mol."""
         state = self._minimisation.getState(getEnergy=True, groups=1 << self.restraint.getForceGroup())
         return state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
 
