@@ -699,6 +699,9 @@ class _SwitchReporter:
     def checkpointState(self) -> dict:  # noqa: N802
         return {"path": str(self.path), "written": self._written}
 
+    def close(self) -> None:
+        """Close the file if the reporter keeps one open."""
+
 
 class AtomisticTrajectoryReporter(_SwitchReporter):
     """Write the relaxed atomistic structure of every ``reportInterval``-th switch to a DCD, XTC or PDB file.
