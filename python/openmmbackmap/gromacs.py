@@ -1,33 +1,43 @@
-"""GROMACS Martini topologies as OpenMM Systems.
+"""GROMACS Martini topologies as OpenMM Systems, and atomistic structures for GROMACS.
 
 :func:`read_top` reads a GROMACS topology (``.top`` with its ``#include`` files) the way
 ``gmx grompp`` does for the subset of GROMACS that Martini 2/3 models use, and
 :meth:`GromacsTopology.create_system` turns it into an :class:`openmm.System` with Martini's
-non-bonded treatment as run by GROMACS with the Verlet cut-off scheme:
+non-bonded treatment as run by GROMACS with the Verlet cut-off scheme (periodic box from the
+``.gro``, :func:`read_gro`; settings from the run's ``.mdp``, :func:`read_mdp`):
 
 * Lennard-Jones from the per-type-pair C6/C12 table (``[ nonbond_params ]`` or the combination
-  rule), shifted to zero at the cut-off (``vdw-modifier = potential-shift``);
+  rule), shifted to zero at the cut-off (``vdw-modifier = potential-shift``) or not (``None``);
 * reaction-field Coulomb with ``epsilon_r`` and ``epsilon_rf`` (0 means infinity), shifted to
   zero at the cut-off as GROMACS does, including GROMACS's reaction-field terms for excluded pairs
   within the cut-off and its self term (both matter for the energy, the first for forces);
-* exclusions from ``[ exclusions ]`` and from the bond graph up to ``nrexcl`` bonds.
+  plain cut-off Coulomb as GROMACS runs it (reaction-field kernel with ``k_rf = 0``);
+* exclusions from ``[ exclusions ]`` and from the bond graph up to ``nrexcl`` bonds;
+* virtual sites as OpenMM virtual sites that place them exactly as GROMACS does.
 
 Supported directives: ``defaults`` (2 to 5 fields), ``atomtypes``, ``nonbond_params``,
 ``moleculetype``, ``atoms``, ``bonds`` (1, 6), ``constraints`` (1, 2), ``angles`` (1, 2, 10),
 ``dihedrals`` (1, 2, 4, 9, 11), ``exclusions``, ``position_restraints`` (1),
-``virtual_sitesn`` (1, 2, 3), ``system``, ``molecules``; preprocessor ``#include``,
-``#define`` (with substitution of defined words), ``#undef``, ``#ifdef``, ``#ifndef``,
-``#else``, ``#endif``. Everything else raises :class:`~openmmbackmap.errors.InputError`
-naming the file, the line and the directive; nothing is skipped silently.
+``virtual_sites2`` (1), ``virtual_sites3`` (1, 2, 3, 4), ``virtual_sitesn`` (1, 2, 3),
+``system``, ``molecules``; state-B parameters are read and ignored (no free-energy runs);
+preprocessor ``#include``, ``#define`` (with substitution of defined words), ``#undef``,
+``#ifdef``, ``#ifndef``, ``#else``, ``#endif``. Everything else raises
+:class:`~openmmbackmap.errors.InputError` naming the file, the line and the directive; nothing
+is skipped silently. Energies and forces match ``gmx mdrun -rerun`` (GROMACS 2022, double
+precision) to about 1e-12 relative, term by term (``tests/test_gromacs*.py``).
+
+:func:`write_gromacs` goes the other way for atomistic structures: an OpenMM topology, positions
+and System (or ForceField) as a ``.gro`` and a self-contained ``.top`` for ``gmx grompp``.
 
 Units are GROMACS's (nm, kJ/mol, degrees in the files, radians inside OpenMM), which are
 OpenMM's.
 
 Examples
 --------
->>> top = read_top("topol.top", include_dirs=["ff/"])          # doctest: +SKIP
->>> positions, box = read_gro("conf.gro")                     # doctest: +SKIP
->>> system = top.create_system(box)                           # doctest: +SKIP
+>>> mdp = read_mdp("md.mdp")                                              # doctest: +SKIP
+>>> top = read_top("topol.top", defines=mdp.defines, include_dirs=["ff/"])  # doctest: +SKIP
+>>> positions, box = read_gro("conf.gro")                                 # doctest: +SKIP
+>>> system = top.create_system(box, mdp=mdp)                              # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -42,11 +52,15 @@ from typing import Iterable, Iterator, NamedTuple, Sequence
 import numpy as np
 import openmm
 import openmm.app as app
+import openmm.unit as unit
 
 from openmmbackmap.errors import InputError
+from openmmbackmap.io import atomic_output
 
-#: GROMACS 2022's 1/(4 pi eps0) in kJ mol^-1 nm e^-2 (``ONE_4PI_EPS0``); OpenMM's differs by 1e-8.
-ONE_4PI_EPS0 = 138.935458
+#: GROMACS's 1/(4 pi eps0) in kJ mol^-1 nm e^-2 (``ONE_4PI_EPS0``), which GROMACS 2021+ derives
+#: from the 2018 CODATA constants (e, N_A exact; eps0 = 8.8541878128e-12 F/m); OpenMM's
+#: 138.935456 differs by 1.8e-8 relative.
+ONE_4PI_EPS0 = 1.0 / (4.0 * math.pi * 8.8541878128e-12 * 1e-6 / (1.602176634e-19**2 * 6.02214076e23))
 
 #: Force group of each energy term, named as ``gmx energy`` names it.
 FORCE_GROUPS = {
@@ -66,29 +80,36 @@ FORCE_GROUPS = {
 
 _DIRECTIVES = {
     "defaults", "atomtypes", "nonbond_params", "moleculetype", "atoms", "bonds", "constraints",
-    "angles", "dihedrals", "exclusions", "position_restraints", "virtual_sitesn", "system",
-    "molecules",
+    "angles", "dihedrals", "exclusions", "position_restraints", "virtual_sites2", "virtual_sites3",
+    "virtual_sitesn", "system", "molecules",
 }
 # Directives that belong to a molecule type.
 _MOLECULE_DIRECTIVES = {
     "atoms", "bonds", "constraints", "angles", "dihedrals", "exclusions", "position_restraints",
-    "virtual_sitesn",
+    "virtual_sites2", "virtual_sites3", "virtual_sitesn",
 }
-# Number of atoms, and parameter counts, per (directive, function type).
+# Number of atoms, parameters of state A and of state B per (directive, function type), as
+# GROMACS's interaction_function table has them (NRAL, NRFPA, NRFPB). Without free-energy
+# perturbation, which this module does not do, GROMACS uses the A parameters only.
 _INTERACTIONS = {
-    ("bonds", 1): (2, 2),
-    ("bonds", 6): (2, 2),
-    ("constraints", 1): (2, 1),
-    ("constraints", 2): (2, 1),
-    ("angles", 1): (3, 2),
-    ("angles", 2): (3, 2),
-    ("angles", 10): (3, 2),
-    ("dihedrals", 1): (4, 3),
-    ("dihedrals", 2): (4, 2),
-    ("dihedrals", 4): (4, 3),
-    ("dihedrals", 9): (4, 3),
-    ("dihedrals", 11): (4, 6),
-    ("position_restraints", 1): (1, 3),
+    ("bonds", 1): (2, 2, 2),
+    ("bonds", 6): (2, 2, 2),
+    ("constraints", 1): (2, 1, 1),
+    ("constraints", 2): (2, 1, 1),
+    ("angles", 1): (3, 2, 2),
+    ("angles", 2): (3, 2, 2),
+    ("angles", 10): (3, 2, 0),
+    ("dihedrals", 1): (4, 3, 2),
+    ("dihedrals", 2): (4, 2, 2),
+    ("dihedrals", 4): (4, 3, 2),
+    ("dihedrals", 9): (4, 3, 2),
+    ("dihedrals", 11): (4, 6, 0),
+    ("position_restraints", 1): (1, 3, 3),
+}
+# Virtual-site directives: number of constructing atoms, and parameters per function type.
+_VIRTUAL_SITES = {
+    "virtual_sites2": (2, {1: 1}),
+    "virtual_sites3": (3, {1: 2, 2: 2, 3: 2, 4: 3}),
 }
 
 
@@ -136,6 +157,22 @@ class Interaction:
 
 
 @dataclass
+class VirtualSite:
+    """One virtual site: the site and its constructing atoms (0-based within the molecule).
+
+    ``directive`` is ``virtual_sites2``, ``virtual_sites3`` or ``virtual_sitesn``; ``params``
+    are the line's parameters as written (``virtual_sitesn`` function 3: the weights).
+    """
+
+    site: int
+    directive: str
+    func: int
+    atoms: tuple[int, ...]
+    params: tuple[float, ...]
+    where: Where
+
+
+@dataclass
 class MoleculeType:
     name: str
     nrexcl: int
@@ -143,10 +180,7 @@ class MoleculeType:
     atoms: list[Atom] = field(default_factory=list)
     interactions: list[Interaction] = field(default_factory=list)
     exclusions: list[tuple[int, ...]] = field(default_factory=list)
-    #: (site, function type, atoms, weights) from [ virtual_sitesn ].
-    virtual_sites: list[tuple[int, int, tuple[int, ...], tuple[float, ...] | None, Where]] = field(
-        default_factory=list
-    )
+    virtual_sites: list[VirtualSite] = field(default_factory=list)
 
     def excluded_pairs(self) -> set[tuple[int, int]]:
         """All excluded pairs (i < j): nrexcl bond graph plus explicit exclusions."""
@@ -247,9 +281,10 @@ class GromacsTopology:
         self,
         box_vectors=None,
         *,
-        cutoff: float = 1.1,
-        epsilon_r: float = 15.0,
-        epsilon_rf: float = 0.0,
+        mdp: "MdpOptions | dict | str | os.PathLike | None" = None,
+        cutoff: float | None = None,
+        epsilon_r: float | None = None,
+        epsilon_rf: float | None = None,
         split_nonbonded: bool = False,
         restraint_positions=None,
     ) -> openmm.System:
@@ -258,12 +293,18 @@ class GromacsTopology:
         Parameters
         ----------
         box_vectors
-            Periodic box in nm: 3 lengths, 3x3 vectors, or None for no periodicity (cut-off
-            without periodic images).
+            Periodic box in nm: 3 lengths, 3x3 vectors (e.g. from :func:`read_gro`), or None
+            for no periodicity (cut-off without periodic images).
+        mdp
+            The run's non-bonded settings from a GROMACS ``.mdp`` file: its path, or what
+            :func:`read_mdp` returned (see :func:`nonbonded_settings` for what is supported).
+            Without it, Martini's: reaction field, ``epsilon_r`` 15, ``epsilon_rf`` 0, 1.1 nm
+            cut-off, potential-shift.
         cutoff
-            ``rvdw`` = ``rcoulomb`` in nm (Martini: 1.1).
+            ``rvdw`` = ``rcoulomb`` in nm (Martini: 1.1); not together with ``mdp``.
         epsilon_r, epsilon_rf
-            Reaction field dielectric constants; ``epsilon_rf = 0`` means infinity (Martini).
+            Reaction field dielectric constants; ``epsilon_rf = 0`` means infinity (Martini);
+            not together with ``mdp``.
         split_nonbonded
             Put LJ and Coulomb in separate forces (and force groups) for term-by-term checks;
             by default one CustomNonbondedForce computes both, which is faster.
@@ -274,12 +315,31 @@ class GromacsTopology:
         Force groups follow :data:`FORCE_GROUPS`; the combined non-bonded force is in the
         ``"LJ (SR)"`` group.
         """
+        explicit = {"cutoff": cutoff, "epsilon_r": epsilon_r, "epsilon_rf": epsilon_rf}
+        if mdp is not None:
+            given = [name for name, value in explicit.items() if value is not None]
+            if given:
+                raise InputError(f"give the non-bonded settings either in the .mdp or as {', '.join(given)}, not both")
+            options = mdp if isinstance(mdp, MdpOptions) else (
+                read_mdp(mdp) if not isinstance(mdp, dict) else MdpOptions(mdp)
+            )
+            settings = nonbonded_settings(options)
+            if settings.periodic and box_vectors is None:
+                raise options.error("pbc", "periodic boundaries need a box (box_vectors, e.g. from the .gro)")
+        else:
+            settings = NonbondedSettings(
+                cutoff=1.1 if cutoff is None else cutoff,
+                epsilon_r=15.0 if epsilon_r is None else epsilon_r,
+                epsilon_rf=0.0 if epsilon_rf is None else epsilon_rf,
+                periodic=box_vectors is not None,
+            )
         particles = self.particles()
         n = len(particles)
         system = openmm.System()
         for atom in particles:
             system.addParticle(atom.mass)
         periodic = box_vectors is not None
+        cutoff = settings.cutoff
         if periodic:
             a, b, c = _box_vec3(box_vectors)
             system.setDefaultPeriodicBoxVectors(a, b, c)
@@ -391,43 +451,42 @@ class GromacsTopology:
             forces["Position Rest."] = posres
 
         self._add_virtual_sites(system)
-        self._add_nonbonded(system, particles, forces, periodic, cutoff, epsilon_r, epsilon_rf, split_nonbonded)
+        self._add_nonbonded(system, particles, periodic, settings, split_nonbonded)
         for f in forces.values():
             system.addForce(f)
         return system
 
     def _add_virtual_sites(self, system: openmm.System) -> None:
         for offset, moltype in self._expanded():
-            for site, func, atoms, weights, where in moltype.virtual_sites:
-                idx = [offset + i for i in atoms]
-                if func == 1:
-                    w = np.full(len(idx), 1.0 / len(idx))
-                elif func == 2:
-                    masses = np.array([moltype.atoms[i].mass for i in atoms])
-                    if masses.sum() <= 0:
-                        raise where.error("centre-of-mass virtual site built from massless particles")
-                    w = masses / masses.sum()
-                else:
-                    w = np.asarray(weights, dtype=float)
-                    w = w / w.sum()
-                system.setParticleMass(offset + site, 0.0)
-                if len(idx) == 1:
-                    raise where.error("a virtual site built from one particle is not supported")
-                if len(idx) == 2:
-                    vs = openmm.TwoParticleAverageSite(*idx, *w)
-                elif len(idx) == 3:
-                    vs = openmm.ThreeParticleAverageSite(*idx, *w)
-                else:
-                    # Origin = weighted average; local position 0, so the axes only need to be
-                    # well defined (non-collinear constructing particles).
-                    xw = [0.0] * len(idx)
-                    yw = [0.0] * len(idx)
-                    xw[0], xw[1] = -1.0, 1.0
-                    yw[0], yw[2] = -1.0, 1.0
-                    vs = openmm.LocalCoordinatesSite(idx, list(w), xw, yw, openmm.Vec3(0, 0, 0))
-                system.setVirtualSite(offset + site, vs)
+            for vsite in moltype.virtual_sites:
+                system.setParticleMass(offset + vsite.site, 0.0)
+                system.setVirtualSite(offset + vsite.site, _openmm_virtual_site(vsite, moltype, offset))
 
-    def _add_nonbonded(self, system, particles, forces, periodic, cutoff, epsilon_r, epsilon_rf, split):
+    def _coincident_pairs(self, moltype: MoleculeType, excluded: set[tuple[int, int]]):
+        """Non-excluded (site, atom) pairs of virtual sites built on one atom (Go-model and
+        water-bias sites of Martini 3 proteins sit on their backbone bead).
+
+        The pair is at distance 0 for ever. GROMACS's kernels clamp r there, so a pair without
+        Lennard-Jones parameters or charge product contributes nothing; OpenMM would compute
+        0 * infinity = NaN forces, so such pairs are excluded from OpenMM's non-bonded forces
+        (no reaction-field correction: GROMACS has none for them either). A pair on top of each
+        other that does interact has no finite energy: an error.
+        """
+        for vsite in moltype.virtual_sites:
+            if len(set(vsite.atoms)) != 1:
+                continue
+            pair = tuple(sorted((vsite.site, vsite.atoms[0])))
+            if pair in excluded:
+                continue
+            a, b = moltype.atoms[pair[0]], moltype.atoms[pair[1]]
+            if self._c6_c12(a.type, b.type) != (0.0, 0.0) or a.charge * b.charge != 0:
+                raise vsite.where.error(
+                    f"virtual site {vsite.site + 1} sits on atom {vsite.atoms[0] + 1}, is not excluded from it "
+                    "and interacts with it (Lennard-Jones or charges): the energy is infinite"
+                )
+            yield pair
+
+    def _add_nonbonded(self, system, particles, periodic, settings: "NonbondedSettings", split):
         types = sorted({a.type for a in particles})
         index = {t: i for i, t in enumerate(types)}
         nt = len(types)
@@ -436,21 +495,16 @@ class GromacsTopology:
         for i, ti in enumerate(types):
             for j, tj in enumerate(types):
                 c6[i, j], c12[i, j] = self._c6_c12(ti, tj)
-        if epsilon_r == 0:
-            raise InputError("epsilon_r = 0 (infinity) is not supported")
-        rc = cutoff
-        if epsilon_rf == 0:
-            k_rf = 1.0 / (2.0 * rc**3)
-        else:
-            k_rf = (epsilon_rf - epsilon_r) / (2.0 * epsilon_rf + epsilon_r) / rc**3
-        c_rf = 1.0 / rc + k_rf * rc**2
-        f_el = ONE_4PI_EPS0 / epsilon_r
+        rc = settings.cutoff
+        k_rf, c_rf = settings.reaction_field_constants()
+        f_el = ONE_4PI_EPS0 / settings.epsilon_r
         charges = [a.charge for a in particles]
         charged = any(q != 0 for q in charges)
 
+        shift12, shift6 = (rc**-12, rc**-6) if settings.vdw_shift else (0.0, 0.0)
         lj_expr = (
             "C12(t1, t2)*(ir6*ir6 - {irc12!r}) - C6(t1, t2)*(ir6 - {irc6!r}); ir6 = 1/r^6"
-        ).format(irc12=rc**-12, irc6=rc**-6)
+        ).format(irc12=shift12, irc6=shift6)
         coul_expr = "{f!r}*q1*q2*(1/r + {k!r}*r^2 - {c!r})".format(f=f_el, k=k_rf, c=c_rf)
 
         def nonbonded(expression, with_types, with_charges, group):
@@ -486,10 +540,14 @@ class GromacsTopology:
             built = [nonbonded(f"{lj_expr.split(';')[0]} + {coul_expr}; ir6 = 1/r^6", True, True, "LJ (SR)")]
 
         excluded: list[tuple[int, int]] = []
+        coincident: list[tuple[int, int]] = []
         for offset, moltype in self._expanded():
-            excluded.extend((offset + i, offset + j) for i, j in sorted(moltype.excluded_pairs()))
+            pairs = moltype.excluded_pairs()
+            excluded.extend((offset + i, offset + j) for i, j in sorted(pairs))
+            for i, j in self._coincident_pairs(moltype, pairs):
+                coincident.append((offset + i, offset + j))
         for f in built:
-            for i, j in excluded:
+            for i, j in excluded + coincident:
                 f.addExclusion(i, j)
             system.addForce(f)
 
@@ -517,14 +575,57 @@ class GromacsTopology:
             system.addForce(self_term)
 
 
-def _nm(values):
-    try:
-        import openmm.unit as unit
+def _openmm_virtual_site(vsite: VirtualSite, moltype: MoleculeType, offset: int) -> openmm.VirtualSite:
+    """The OpenMM site that places ``vsite`` exactly as GROMACS constructs it."""
+    idx = [offset + i for i in vsite.atoms]
+    p = vsite.params
+    if vsite.directive == "virtual_sites2":  # function 1: (1 - a) x_i + a x_j
+        return openmm.TwoParticleAverageSite(*idx, 1.0 - p[0], p[0])
+    if vsite.directive == "virtual_sites3":
+        if vsite.func == 1:  # x_i + a r_ij + b r_ik
+            return openmm.ThreeParticleAverageSite(*idx, 1.0 - p[0] - p[1], p[0], p[1])
+        if vsite.func == 2:  # 3fd: x_i + b (r_ij + a r_jk) / |r_ij + a r_jk|
+            return openmm.LocalCoordinatesSite(
+                idx, [1.0, 0.0, 0.0], [-1.0, 1.0 - p[0], p[0]], [0.0, -1.0, 1.0], openmm.Vec3(p[1], 0, 0)
+            )
+        if vsite.func == 3:  # 3fad: angle theta from r_ij in the ijk plane, distance d from i
+            theta, d = math.radians(p[0]), p[1]
+            return openmm.LocalCoordinatesSite(
+                idx, [1.0, 0.0, 0.0], [-1.0, 1.0, 0.0], [0.0, -1.0, 1.0],
+                openmm.Vec3(d * math.cos(theta), d * math.sin(theta), 0),
+            )
+        return openmm.OutOfPlaneSite(*idx, p[0], p[1], p[2])  # 3out: + c (r_ij x r_ik)
+    # virtual_sitesn: centre of geometry (1), of mass (2) or of the given weights (3)
+    if vsite.func == 1:
+        w = np.full(len(idx), 1.0 / len(idx))
+    elif vsite.func == 2:
+        masses = np.array([moltype.atoms[i].mass for i in vsite.atoms])
+        if masses.sum() <= 0:
+            raise vsite.where.error("centre-of-mass virtual site built from massless particles")
+        w = masses / masses.sum()
+    else:
+        w = np.asarray(p, dtype=float)
+        if w.sum() == 0:
+            raise vsite.where.error("virtual site weights sum to zero")
+        w = w / w.sum()
+    if len(idx) == 1:  # a site on top of one particle (Go-model and water-bias sites)
+        return openmm.TwoParticleAverageSite(idx[0], idx[0], 1.0, 0.0)
+    if len(idx) == 2:
+        return openmm.TwoParticleAverageSite(*idx, *w)
+    if len(idx) == 3:
+        return openmm.ThreeParticleAverageSite(*idx, *w)
+    # Origin = weighted average; local position 0, so the axes only need to be well defined
+    # (non-collinear constructing particles).
+    xw = [0.0] * len(idx)
+    yw = [0.0] * len(idx)
+    xw[0], xw[1] = -1.0, 1.0
+    yw[0], yw[2] = -1.0, 1.0
+    return openmm.LocalCoordinatesSite(idx, list(w), xw, yw, openmm.Vec3(0, 0, 0))
 
-        if unit.is_quantity(values):
-            return values.value_in_unit(unit.nanometer)
-    except ImportError:  # pragma: no cover
-        pass
+
+def _nm(values):
+    if unit.is_quantity(values):
+        return values.value_in_unit(unit.nanometer)
     return values
 
 
@@ -780,14 +881,17 @@ def read_top(
             if spec is None:
                 supported = sorted(f for d, f in _INTERACTIONS if d == directive)
                 raise where.error(f"function type {func} is not supported (supported: {supported})")
-            nparams = spec[1]
+            nparams, nparams_b = spec[1], spec[2]
             params = words[natoms + 1:]
             if not params:
                 raise where.error(
                     "parameters from [ *types ] directives are not supported; give them on the line"
                 )
-            if len(params) != nparams:
-                raise where.error(f"function type {func} needs {nparams} parameters, found {len(params)}")
+            if len(params) == nparams + nparams_b and nparams_b:
+                params = params[:nparams]  # state B: used by free-energy runs only
+            elif len(params) != nparams:
+                expected = f"{nparams}" + (f" (or {nparams + nparams_b} with state B)" if nparams_b else "")
+                raise where.error(f"function type {func} needs {expected} parameters, found {len(params)}")
             atoms = tuple(_atom_index(w, current, where) for w in words[:natoms])
             current.interactions.append(
                 Interaction(directive, func, atoms, tuple(_float(p, where, "parameter") for p in params), where)
@@ -801,15 +905,34 @@ def read_top(
             func = _int(words[1], where, "function type")
             rest = words[2:]
             if func in (1, 2):
-                atoms, weights = tuple(_atom_index(w, current, where) for w in rest), None
+                atoms, params = tuple(_atom_index(w, current, where) for w in rest), ()
             elif func == 3:
                 if len(rest) % 2:
                     raise where.error("function type 3 needs (atom weight) pairs")
                 atoms = tuple(_atom_index(w, current, where) for w in rest[::2])
-                weights = tuple(_float(w, where, "weight") for w in rest[1::2])
+                params = tuple(_float(w, where, "weight") for w in rest[1::2])
             else:
                 raise where.error(f"function type {func} is not supported (supported: [1, 2, 3])")
-            current.virtual_sites.append((site, func, atoms, weights, where))
+            _add_virtual_site(current, VirtualSite(site, directive, func, atoms, params, where))
+        elif directive in _VIRTUAL_SITES:
+            n_from, n_params = _VIRTUAL_SITES[directive]
+            if len(words) < n_from + 2:
+                raise where.error(f"expected site, {n_from} constructing atoms, function type and parameters")
+            func = _int(words[n_from + 1], where, "function type")
+            if func not in n_params:
+                raise where.error(f"function type {func} is not supported (supported: {sorted(n_params)})")
+            params = words[n_from + 2:]
+            if not params:
+                raise where.error(
+                    "parameters from [ virtual_sitestypes ] are not supported; give them on the line"
+                )
+            if len(params) != n_params[func]:
+                raise where.error(f"function type {func} needs {n_params[func]} parameters, found {len(params)}")
+            _add_virtual_site(current, VirtualSite(
+                _atom_index(words[0], current, where), directive, func,
+                tuple(_atom_index(w, current, where) for w in words[1:n_from + 1]),
+                tuple(_float(w, where, "parameter") for w in params), where,
+            ))
         elif directive == "system":
             title_lines.append(stripped)
         elif directive == "molecules":
@@ -826,6 +949,19 @@ def read_top(
     return GromacsTopology(path, nbfunc, comb_rule, atomtypes, nonbond, moltypes, molecules, " ".join(title_lines))
 
 
+def _add_virtual_site(moltype: MoleculeType, vsite: VirtualSite) -> None:
+    if vsite.site in vsite.atoms:
+        raise vsite.where.error(f"virtual site {vsite.site + 1} is built from itself")
+    if not vsite.atoms:
+        raise vsite.where.error("virtual site without constructing atoms")
+    for other in moltype.virtual_sites:
+        if other.site == vsite.site:
+            raise vsite.where.error(
+                f"atom {vsite.site + 1} is already a virtual site (line {other.where.line})"
+            )
+    moltype.virtual_sites.append(vsite)
+
+
 def _atom_index(word: str, moltype: MoleculeType, where: Where) -> int:
     nr = _int(word, where, "atom number")
     if not 1 <= nr <= len(moltype.atoms):
@@ -836,11 +972,243 @@ def _atom_index(word: str, moltype: MoleculeType, where: Where) -> int:
 
 
 # --------------------------------------------------------------------------------------------
+# .mdp files
+
+
+@dataclass(frozen=True)
+class NonbondedSettings:
+    """Non-bonded settings of a GROMACS run (Verlet scheme) that :meth:`GromacsTopology.create_system` reproduces.
+
+    ``coulombtype`` is ``"reaction-field"`` or ``"cut-off"``; ``epsilon_rf = 0`` means
+    infinity. ``vdw_shift`` and ``coulomb_shift`` are the ``potential-shift`` modifiers. As
+    measured against GROMACS 2022 (Verlet kernels): reaction field is always shifted (its
+    ``c_rf``), whatever ``coulomb-modifier`` says; plain cut-off is the reaction-field kernel
+    with ``k_rf = 0`` and ``c_rf = 1/rc`` (potential-shift) or 0 (None), excluded pairs and
+    self terms included. ``periodic``: the run has periodic boundaries (``pbc = xyz``).
+    """
+
+    cutoff: float = 1.1
+    epsilon_r: float = 15.0
+    epsilon_rf: float = 0.0
+    coulombtype: str = "reaction-field"
+    coulomb_shift: bool = True
+    vdw_shift: bool = True
+    periodic: bool = True
+
+    def __post_init__(self):
+        if self.epsilon_r == 0:
+            raise InputError("epsilon_r = 0 (infinity) is not supported")
+        if self.cutoff <= 0:
+            raise InputError(f"cut-off {self.cutoff} nm is not positive")
+        if self.coulombtype not in ("reaction-field", "cut-off"):
+            raise InputError(f"coulombtype {self.coulombtype!r} is not supported (reaction-field, cut-off)")
+
+    def reaction_field_constants(self) -> tuple[float, float]:
+        """GROMACS's (k_rf, c_rf): pair potential f qi qj (1/r + k_rf r^2 - c_rf) within the cut-off."""
+        rc, eps_r = self.cutoff, self.epsilon_r
+        if self.coulombtype == "cut-off":
+            return 0.0, (1.0 / rc) if self.coulomb_shift else 0.0
+        if self.epsilon_rf == 0:
+            k_rf = 1.0 / (2.0 * rc**3)
+        else:
+            k_rf = (self.epsilon_rf - eps_r) / (2.0 * self.epsilon_rf + eps_r) / rc**3
+        return k_rf, 1.0 / rc + k_rf * rc**2
+
+
+class MdpOptions(dict):
+    """The options of a GROMACS ``.mdp`` file: name -> value (text), as :func:`read_mdp` returns them.
+
+    Names are lower case with ``-`` for ``_`` (GROMACS treats them alike); ``lines`` gives the
+    line of each option, ``names`` its spelling in the file and ``path`` the file, for error
+    messages.
+    """
+
+    def __init__(self, options=(), path: str | os.PathLike | None = None):
+        super().__init__()
+        self.path = str(path) if path is not None else "<mdp>"
+        self.lines: dict[str, int] = {}
+        self.names: dict[str, str] = {}
+        for name, value in dict(options).items():
+            self.add(name, value)
+
+    def add(self, name: str, value, line: int | None = None) -> None:
+        key = _mdp_key(name)
+        if key in self:
+            first = f" (first on line {self.lines[key]})" if key in self.lines else ""
+            where = f"{self.path}:{line}" if line else self.path
+            raise InputError(f"{where}: {name} is given twice{first}")
+        self[key] = str(value).strip()
+        self.names[key] = name
+        if line is not None:
+            self.lines[key] = line
+
+    def error(self, key: str, message: str) -> InputError:
+        line = self.lines.get(key)
+        where = f"{self.path}:{line}" if line else self.path
+        value = f" = {self[key]}" if key in self else ""
+        return InputError(f"{where}: {self.names.get(key, key)}{value}: {message}")
+
+    def word(self, key: str, default: str) -> str:
+        """The option as GROMACS compares enumerated values: lower case, without - and _."""
+        return re.sub(r"[-_]", "", self.get(key, default)).lower()
+
+    def number(self, key: str, default: float) -> float:
+        if key not in self or self[key] == "":
+            return default
+        try:
+            return float(self[key])
+        except ValueError:
+            raise self.error(key, "is not a number") from None
+
+    @property
+    def defines(self) -> dict[str, str]:
+        """``define = -DNAME -DOTHER=VALUE`` as ``read_top``'s ``defines``."""
+        out: dict[str, str] = {}
+        for word in self.get("define", "").split():
+            if not word.startswith("-D") or len(word) < 3:
+                raise self.error("define", f"cannot read {word!r} (expected -DNAME or -DNAME=VALUE)")
+            name, _, value = word[2:].partition("=")
+            out[name] = value
+        return out
+
+    @property
+    def include_dirs(self) -> list[str]:
+        """``include = -I/some/dir ...`` as ``read_top``'s ``include_dirs``."""
+        dirs = []
+        for word in self.get("include", "").split():
+            if not word.startswith("-I") or len(word) < 3:
+                raise self.error("include", f"cannot read {word!r} (expected -I/path)")
+            dirs.append(word[2:])
+        return dirs
+
+
+# Option spellings that differ only by case, - and _ are the same option to GROMACS; these are
+# the names this module uses (GROMACS 2022's own, as in mdout.mdp).
+_MDP_NAMES = {
+    re.sub(r"[-_]", "", name).lower(): name.lower()
+    for name in (
+        "cutoff-scheme", "pbc", "coulombtype", "coulomb-modifier", "rcoulomb", "rcoulomb-switch",
+        "epsilon-r", "epsilon-rf", "vdw-type", "vdwtype", "vdw-modifier", "rvdw", "rvdw-switch",
+        "DispCorr", "free-energy", "nwall", "pull", "awh", "constraints", "implicit-solvent",
+        "energygrp-excl", "energygrp-table", "electric-field-x", "electric-field-y",
+        "electric-field-z", "define", "include", "QMMM", "qmmm-cp2k-active", "table-extension",
+        "rlist", "nstlist", "verlet-buffer-tolerance", "integrator", "nsteps",
+    )
+}
+_MDP_NAMES["vdwtype"] = "vdw-type"  # GROMACS's old spelling of the same option
+
+
+def _mdp_key(name: str) -> str:
+    return _MDP_NAMES.get(re.sub(r"[-_]", "", name).lower(), name.lower().replace("_", "-"))
+
+
+def read_mdp(path: str | os.PathLike) -> MdpOptions:
+    """Read a GROMACS ``.mdp`` file into :class:`MdpOptions` (a dict of option -> value text).
+
+    Comments (``;``) and blank lines are skipped; an option given twice, or a line that is not
+    ``name = value``, is an :class:`~openmmbackmap.errors.InputError` naming the file and line.
+    :func:`nonbonded_settings` turns the result into the settings ``create_system`` uses.
+
+    Examples
+    --------
+    >>> mdp = read_mdp("martini_md.mdp")                                    # doctest: +SKIP
+    >>> top = read_top("topol.top", defines=mdp.defines)                    # doctest: +SKIP
+    >>> system = top.create_system(box, mdp=mdp)                            # doctest: +SKIP
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise InputError(f"cannot read .mdp file {path}: {exc}") from exc
+    options = MdpOptions(path=path)
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.split(";", 1)[0].strip()
+        if not line:
+            continue
+        name, equals, value = line.partition("=")
+        name = name.strip()
+        if not equals or not name or len(name.split()) != 1:
+            raise InputError(f"{path}:{number}: expected 'option = value', found {raw.strip()!r}")
+        options.add(name, value, number)
+    return options
+
+
+def nonbonded_settings(mdp: MdpOptions | dict | str | os.PathLike) -> NonbondedSettings:
+    """The non-bonded settings of an ``.mdp`` (path, :func:`read_mdp` result or dict).
+
+    Supported, with GROMACS's defaults where an option is absent: ``cutoff-scheme = Verlet``;
+    ``pbc = xyz``; ``coulombtype`` ``reaction-field`` or ``cut-off`` with ``epsilon-r``,
+    ``epsilon-rf``; ``coulomb-modifier`` and ``vdw-modifier`` ``Potential-shift(-Verlet)`` or
+    ``None``; ``vdw-type = cut-off``; ``rvdw = rcoulomb``. Options that change the potential in
+    ways this module does not reproduce (PME, switched or force-switched potentials,
+    ``DispCorr``, free energy, walls, pulling, AWH, electric fields, ``constraints`` other than
+    ``none``, energy-group exclusions) are an :class:`~openmmbackmap.errors.InputError` naming
+    the file, line and option. Options that do not change the potential (integrator,
+    output, coupling, ...) are ignored.
+    """
+    if not isinstance(mdp, MdpOptions):
+        mdp = MdpOptions(mdp) if isinstance(mdp, dict) else read_mdp(mdp)
+
+    def refuse(key: str, why: str):
+        raise mdp.error(key, f"is not supported ({why})")
+
+    if mdp.word("cutoff-scheme", "verlet") != "verlet":
+        refuse("cutoff-scheme", "only Verlet")
+    if mdp.word("pbc", "xyz") != "xyz":
+        refuse("pbc", "only xyz")
+    coulombtype = {"reactionfield": "reaction-field", "cutoff": "cut-off"}.get(mdp.word("coulombtype", "cut-off"))
+    if coulombtype is None:
+        refuse("coulombtype", "only reaction-field and cut-off")
+    shifts = {"potentialshiftverlet": True, "potentialshift": True, "none": False}
+    coulomb_shift = shifts.get(mdp.word("coulomb-modifier", "potential-shift"))
+    if coulomb_shift is None:
+        refuse("coulomb-modifier", "only Potential-shift(-Verlet) and None")
+    if mdp.word("vdw-type", "cut-off") != "cutoff":
+        refuse("vdw-type", "only cut-off; switched potentials are vdw-modifier options, not supported either")
+    vdw_shift = shifts.get(mdp.word("vdw-modifier", "potential-shift"))
+    if vdw_shift is None:
+        refuse("vdw-modifier", "only Potential-shift(-Verlet) and None")
+    rcoulomb, rvdw = mdp.number("rcoulomb", 1.0), mdp.number("rvdw", 1.0)
+    if rcoulomb != rvdw:
+        refuse("rvdw", f"must equal rcoulomb = {rcoulomb} (as GROMACS requires without PME)")
+    epsilon_r = mdp.number("epsilon-r", 1.0)
+    if epsilon_r == 0:
+        refuse("epsilon-r", "0 means infinity: no electrostatics")
+    for key, default in (("dispcorr", "no"), ("free-energy", "no"), ("pull", "no"), ("awh", "no"),
+                         ("implicit-solvent", "no"), ("qmmm", "no"), ("qmmm-cp2k-active", "false"),
+                         ("constraints", "none")):
+        if mdp.word(key, default) not in (default, "no", "false"):
+            refuse(key, f"only {default}")
+    if mdp.number("nwall", 0) != 0:
+        refuse("nwall", "walls")
+    for key in ("energygrp-excl", "energygrp-table"):
+        if mdp.get(key, ""):
+            refuse(key, "energy-group exclusions and tables")
+    for axis in "xyz":
+        key = f"electric-field-{axis}"
+        numbers = mdp.get(key, "").split()
+        try:
+            applied = any(float(v) != 0 for v in numbers)
+        except ValueError:
+            raise mdp.error(key, "is not a list of numbers") from None
+        if applied:
+            refuse(key, "external electric fields")
+    return NonbondedSettings(
+        cutoff=rcoulomb, epsilon_r=epsilon_r, epsilon_rf=mdp.number("epsilon-rf", 0.0),
+        coulombtype=coulombtype, coulomb_shift=coulomb_shift, vdw_shift=vdw_shift, periodic=True,
+    )
+
+
+# --------------------------------------------------------------------------------------------
 # .gro files
 
 
 def read_gro(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
-    """(positions (n, 3) nm, box vectors (3, 3) nm) of the first frame of a .gro file."""
+    """(positions (n, 3) nm, box vectors (3, 3) nm) of the first frame of a .gro file.
+
+    Coordinates may have any number of decimals (GROMACS's variable-precision .gro: the field
+    width is the distance between the first two decimal points of the first atom line).
+    """
     path = Path(path)
     try:
         lines = path.read_text().splitlines()
@@ -852,11 +1220,19 @@ def read_gro(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
         raise InputError(f"{path}:2: expected the number of atoms") from None
     if len(lines) < n + 3:
         raise InputError(f"{path}: {n} atoms announced, file has {len(lines) - 3} atom lines")
+    width = 8
+    if n:
+        first = lines[2]
+        dot = first.find(".", 20)
+        second = first.find(".", dot + 1) if dot >= 0 else -1
+        if dot < 0 or second < 0:
+            raise InputError(f"{path}:3: cannot find the coordinates' decimal points in {first!r}")
+        width = second - dot
     positions = np.empty((n, 3))
     for k in range(n):
         line = lines[2 + k]
         try:
-            positions[k] = [float(line[20:28]), float(line[28:36]), float(line[36:44])]
+            positions[k] = [float(line[20 + d * width:20 + (d + 1) * width]) for d in range(3)]
         except ValueError:
             raise InputError(f"{path}:{k + 3}: cannot read coordinates from {line!r}") from None
     try:
@@ -871,8 +1247,14 @@ def read_gro(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     return positions, box
 
 
-def write_gro(path: str | os.PathLike, topology: GromacsTopology, positions, box, title: str = "") -> None:
-    """Write a .gro file for ``topology`` (names from its [ atoms ]); positions and box in nm."""
+def write_gro(
+    path: str | os.PathLike, topology: GromacsTopology, positions, box, title: str = "", *, decimals: int = 3
+) -> Path:
+    """Write a .gro file for ``topology`` (names from its [ atoms ]); positions and box in nm.
+
+    ``decimals`` > 3 writes GROMACS's variable-precision .gro (``gmx`` and :func:`read_gro`
+    read it), e.g. to hand exact positions to ``gmx mdrun -rerun``. Written atomically.
+    """
     positions = np.asarray(_nm(positions), dtype=float)
     box = np.asarray(_nm(box), dtype=float)
     if box.shape == (3,):
@@ -880,13 +1262,256 @@ def write_gro(path: str | os.PathLike, topology: GromacsTopology, positions, box
     atoms = topology.particles()
     if len(atoms) != len(positions):
         raise InputError(f"{len(positions)} positions for {len(atoms)} particles")
+    if not np.isfinite(positions).all():
+        raise InputError("positions are not all finite")
+    width = decimals + 5
     out = [title or topology.title or "written by openmm-backmap", f"{len(atoms):5d}"]
     for k, (atom, xyz) in enumerate(zip(atoms, positions), start=1):
         out.append(
             f"{atom.resid % 100000:5d}{atom.resname[:5]:<5s}{atom.name[:5]:>5s}{k % 100000:5d}"
-            f"{xyz[0]:8.3f}{xyz[1]:8.3f}{xyz[2]:8.3f}"
+            + "".join(f"{v:{width}.{decimals}f}" for v in xyz)
         )
     diag = [box[0, 0], box[1, 1], box[2, 2]]
     off = [box[0, 1], box[0, 2], box[1, 0], box[1, 2], box[2, 0], box[2, 1]]
     out.append(" ".join(f"{v:10.5f}" for v in (diag + off if any(off) else diag)))
-    Path(path).write_text("\n".join(out) + "\n")
+    with atomic_output(path) as temporary:
+        temporary.write_text("\n".join(out) + "\n")
+    return Path(path)
+
+
+# --------------------------------------------------------------------------------------------
+# Atomistic output for GROMACS
+
+# Forces that parmed turns into GROMACS topology terms; CMMotionRemover and barostats are
+# run settings (the .mdp's comm-mode and pcoupl), not topology.
+_GROMACS_FORCES = (
+    "HarmonicBondForce", "HarmonicAngleForce", "PeriodicTorsionForce", "RBTorsionForce",
+    "CMAPTorsionForce", "NonbondedForce", "CustomTorsionForce",
+)
+_RUN_SETTINGS = ("CMMotionRemover", "MonteCarloBarostat", "MonteCarloAnisotropicBarostat",
+                 "MonteCarloMembraneBarostat", "AndersenThermostat")
+
+
+def write_gromacs(
+    topology: app.Topology,
+    positions,
+    forcefield: "openmm.System | app.ForceField | str | Sequence[str]",
+    gro_path: str | os.PathLike,
+    top_path: str | os.PathLike,
+    *,
+    box_vectors=None,
+    decimals: int = 3,
+) -> tuple[Path, Path]:
+    """Write an atomistic structure as a GROMACS ``.gro`` and a self-contained ``.top``.
+
+    The topology is converted with parmed (``parmed.openmm.load_topology``), so every force
+    field term is written with explicit parameters: atom types, bonds, angles, proper and
+    improper torsions, 1-4 pairs (``gen-pairs = no``, ``fudgeQQ`` from the System). ``gmx
+    grompp`` reads the result without any force-field folder.
+
+    Parameters
+    ----------
+    topology
+        The atomistic topology (e.g. a backmapped protein).
+    positions
+        Coordinates in nm, shape (atoms, 3) (or an OpenMM Quantity).
+    forcefield
+        An OpenMM ``System`` for ``topology``, or a ``ForceField`` (or its XML file names), from
+        which a flexible System is built (``constraints=None``, flexible water; ``PME`` if there
+        is a box, else ``NoCutoff``). Only terms GROMACS has are accepted: implicit solvent
+        (GBSA, ``CustomGBForce``), custom external or non-bonded forces and virtual sites raise
+        :class:`~openmmbackmap.errors.InputError`. The non-bonded method, cut-offs and
+        thermostat/barostat are run settings for the ``.mdp``, not part of the topology.
+    gro_path, top_path
+        Output files, written atomically.
+    box_vectors
+        Box (nm, 3 lengths or 3x3); default: the topology's, or else a rectangular box 2 nm
+        larger than the structure on every side (GROMACS's Verlet scheme always needs one).
+    decimals
+        Decimals of the .gro coordinates (3 is standard; more gives GROMACS's
+        variable-precision format).
+
+    Constraints of a System are kept: a constrained bond without bond parameters (OpenMM's
+    ``constraints=HBonds`` and the like) is written as a connection (bond type 5) plus a
+    ``[ constraints ]`` entry with the System's length; a constrained bond that still has
+    parameters stays a bond (let the ``.mdp``'s ``constraints`` option constrain it). Rigid
+    water from a System is refused; pass the ``ForceField`` instead, which writes flexible water
+    with GROMACS's usual ``[ settles ]`` (used unless ``-DFLEXIBLE``).
+
+    Examples
+    --------
+    >>> write_gromacs(topology, xyz, app.ForceField("amber99sbildn.xml"),   # doctest: +SKIP
+    ...               "backmapped.gro", "backmapped.top")
+    """
+    import io as _text_io
+    import warnings
+
+    import parmed
+
+    xyz = np.asarray(_nm(positions), dtype=float)
+    if xyz.shape != (topology.getNumAtoms(), 3):
+        raise InputError(f"{xyz.shape[0] if xyz.ndim == 2 else xyz.shape} positions for {topology.getNumAtoms()} atoms")
+    if not np.isfinite(xyz).all():
+        raise InputError("positions are not all finite")
+    if box_vectors is None and topology.getPeriodicBoxVectors() is not None:
+        box_vectors = topology.getPeriodicBoxVectors()
+    if box_vectors is None:
+        lo, hi = xyz.min(axis=0), xyz.max(axis=0)
+        box = np.diag(hi - lo + 4.0)
+        xyz = xyz - lo + 2.0  # centred in its box, as gmx editconf -d 2 would
+    else:
+        box = np.array([[v[0], v[1], v[2]] for v in _box_vec3(box_vectors)])
+
+    if isinstance(forcefield, openmm.System):
+        system = forcefield
+    else:
+        if not isinstance(forcefield, app.ForceField):
+            files = [forcefield] if isinstance(forcefield, (str, os.PathLike)) else list(forcefield)
+            try:
+                forcefield = app.ForceField(*[str(f) for f in files])
+            except Exception as exc:
+                raise InputError(f"cannot load force field files {files}: {exc}") from exc
+        periodic = topology.getPeriodicBoxVectors() is not None
+        try:
+            system = forcefield.createSystem(
+                topology, nonbondedMethod=app.PME if periodic else app.NoCutoff,
+                constraints=None, rigidWater=False,
+            )
+        except ValueError as exc:
+            raise InputError(f"cannot build a System for GROMACS: {exc}") from exc
+    if system.getNumParticles() != topology.getNumAtoms():
+        raise InputError(f"the System has {system.getNumParticles()} particles, the topology {topology.getNumAtoms()} atoms")
+    refused = sorted({
+        type(f).__name__ for f in system.getForces()
+        if type(f).__name__ not in _GROMACS_FORCES + _RUN_SETTINGS
+    })
+    if refused:
+        implicit = [name for name in refused if "GB" in name]
+        hint = " (implicit solvent has no GROMACS equivalent: build a vacuum or explicit-solvent System)" if implicit else ""
+        raise InputError(f"the System has forces GROMACS topologies cannot express: {', '.join(refused)}{hint}")
+    sites = [i for i in range(system.getNumParticles()) if system.isVirtualSite(i)]
+    if sites:
+        raise InputError(f"the System has {len(sites)} virtual sites (e.g. particle {sites[0]}); writing them is not supported")
+
+    bonded = {tuple(sorted((b.atom1.index, b.atom2.index))) for b in topology.bonds()}
+    with_parameters = set()
+    for force in system.getForces():
+        if isinstance(force, openmm.HarmonicBondForce):
+            for k in range(force.getNumBonds()):
+                i, j, *_ = force.getBondParameters(k)
+                with_parameters.add((min(i, j), max(i, j)))
+    constraints: dict[tuple[int, int], float] = {}
+    for k in range(system.getNumConstraints()):
+        i, j, d = system.getConstraintParameters(k)
+        pair = (min(i, j), max(i, j))
+        if pair in with_parameters:
+            continue
+        if pair not in bonded:
+            atoms = list(topology.atoms())
+            raise InputError(
+                f"the System constrains {_describe(atoms[pair[0]])} - {_describe(atoms[pair[1]])}, which are not "
+                "bonded (rigid water or angle constraints); pass the ForceField to write flexible water and "
+                "[ settles ] instead"
+            )
+        constraints[pair] = d.value_in_unit(unit.nanometer) if unit.is_quantity(d) else float(d)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", parmed.exceptions.OpenMMWarning)
+        try:
+            structure = parmed.openmm.load_topology(topology, system, xyz=xyz * 10.0)
+        except parmed.exceptions.OpenMMWarning as exc:
+            raise InputError(f"parmed cannot convert the System for GROMACS: {exc}") from exc
+    lengths = np.linalg.norm(box, axis=1)
+    angles = [
+        math.degrees(math.acos(np.clip(box[j] @ box[k] / (lengths[j] * lengths[k]), -1, 1)))
+        for j, k in ((1, 2), (0, 2), (0, 1))
+    ]
+    structure.box = [*(lengths * 10.0), *angles]
+    for bond in structure.bonds:
+        if bond.type is None:
+            pair = tuple(sorted((bond.atom1.idx, bond.atom2.idx)))
+            if pair not in constraints:
+                raise InputError(f"bond {_describe(list(topology.atoms())[pair[0]])} - "
+                                 f"{_describe(list(topology.atoms())[pair[1]])} has no parameters in the System")
+            bond.funct = 5  # a connection: exclusions as for a bond; the constraint holds the length
+
+    top_text = _text_io.StringIO()
+    parmed.gromacs.GromacsTopologyFile.from_structure(structure).write(top_text)
+    top_text = _add_constraints(top_text.getvalue(), constraints, topology)
+    gro_text = _text_io.StringIO()
+    parmed.gromacs.GromacsGroFile.write(structure, gro_text, precision=decimals)
+
+    with atomic_output(top_path) as temporary:
+        temporary.write_text(top_text)
+    with atomic_output(gro_path) as temporary:
+        temporary.write_text(gro_text.getvalue())
+    return Path(gro_path), Path(top_path)
+
+
+def _describe(atom) -> str:
+    return f"{atom.residue.name}{atom.residue.id}:{atom.name} (atom {atom.index})"
+
+
+def _add_constraints(text: str, constraints: dict[tuple[int, int], float], topology: app.Topology) -> str:
+    """Add ``[ constraints ]`` to the molecule types of parmed's .top text.
+
+    The global atom order is rebuilt from the text itself ([ molecules ] x [ atoms ]), as
+    grompp does, and checked against ``topology``'s atom names.
+    """
+    blocks = re.split(r"(?m)^(?=\[ moleculetype \])", text)
+    head, molecule_blocks = blocks[0], blocks[1:]
+    tail = ""
+    if molecule_blocks:  # [ system ] and [ molecules ] follow the last molecule type
+        last = molecule_blocks[-1]
+        cut = re.search(r"(?m)^\[ system \]", last)
+        if cut:
+            molecule_blocks[-1], tail = last[:cut.start()], last[cut.start():]
+    names, atom_names = [], []
+    for block in molecule_blocks:
+        lines = [l.split(";")[0].split() for l in block.splitlines()]
+        lines = [l for l in lines if l]
+        names.append(lines[1][0])  # the line after the header
+        section, atoms = None, []
+        for words in lines:
+            if words[0] == "[":
+                section = words[1]
+            elif section == "atoms":
+                atoms.append(words[4])
+        atom_names.append(atoms)
+    order: list[tuple[int, int]] = []  # global atom -> (molecule type index, local index)
+    in_molecules = False
+    for line in tail.splitlines():
+        words = line.split(";")[0].split()
+        if not words:
+            continue
+        if words[0] == "[":
+            in_molecules = words[1] == "molecules"
+        elif in_molecules:
+            k = names.index(words[0])
+            for _ in range(int(words[1])):
+                order.extend((k, local) for local in range(len(atom_names[k])))
+    expected = [a.name for a in topology.atoms()]
+    written = [atom_names[k][local] for k, local in order]
+    if written != expected:
+        raise InputError("the GROMACS topology would reorder the atoms (molecules interleaved in the topology)")
+    # constraints of each molecule (by its first atom), in local indices
+    instances: dict[int, set[tuple[int, int, float]]] = {index - local: set() for index, (_, local) in enumerate(order)}
+    for (i, j), d in constraints.items():
+        (ki, li), (kj, lj) = order[i], order[j]
+        if ki != kj or i - li != j - lj:
+            raise InputError(f"constraint between atoms {i} and {j} crosses molecules")
+        instances[i - li].add((li, lj, round(d, 9)))
+    per_type: list[set | None] = [None] * len(names)
+    for start, rows in instances.items():
+        k = order[start][0]
+        if per_type[k] is None:
+            per_type[k] = rows
+        elif per_type[k] != rows:
+            raise InputError(f"copies of molecule type {names[k]} have different constraints")
+    out = [head]
+    for block, extra in zip(molecule_blocks, per_type):
+        if extra:
+            rows = "".join(f"{i + 1:7d} {j + 1:6d}     1   {d:.9f}\n" for i, j, d in sorted(extra))
+            block = block.rstrip("\n") + "\n\n[ constraints ]\n;    ai     aj funct         b0\n" + rows + "\n"
+        out.append(block)
+    return "".join(out) + tail

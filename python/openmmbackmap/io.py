@@ -20,6 +20,7 @@ import contextlib
 import json
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Iterator
 
@@ -113,7 +114,11 @@ def load_topology(path: str | os.PathLike) -> tuple[app.Topology, np.ndarray | N
             return app.CharmmPsfFile(str(path)).topology, None
         import parmed  # imported here: parmed is slow to import and only .top needs it
 
-        return parmed.load_file(str(path)).topology, None
+        # Only the topology is needed: no parameter lookup, which parmed cannot do for some
+        # valid GROMACS terms (connection bonds, funct 5, as write_gromacs writes them).
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", parmed.exceptions.GromacsWarning)
+            return parmed.load_file(str(path), parametrize=False).topology, None
     except InputError:
         raise
     except Exception as exc:  # the parsers raise many types; name the file for the user
