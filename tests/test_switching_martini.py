@@ -1,0 +1,93 @@
+"""Switching from a Martini 3 simulation run in OpenMM: martinize2 -> GROMACS files -> OpenMM -> switch.
+
+Chignolin is martinized (vermouth's martinize2, Martini 3, elastic network), solvated in Martini
+water with NaCl, read with :mod:`openmmbackmap.gromacs` (reaction field as in the .mdp) and run in
+OpenMM; the driver backmaps its 32 protein beads (the first particles; water and ions are left
+alone) with the shipped ``cln025_martini3_ic.pt`` and maps the relaxed atoms back.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mdtraj
+import numpy as np
+import openmm
+import openmm.app as app
+import pytest
+
+from openmmbackmap import gromacs, io
+from openmmbackmap.models import load_backmapper
+from openmmbackmap.relax import RelaxationSettings
+from openmmbackmap.switching import MultiscaleSimulation
+
+from test_gromacs_solvent import MARTINI_MDP, _build_with_sites, _charge, martini3_split, solvate  # noqa: F401
+
+MARTINIZE2 = str(Path(sys.executable).with_name("martinize2"))
+
+
+@pytest.fixture(scope="module")
+def martini_chignolin(tmp_path_factory, martini3_split):
+    folder = tmp_path_factory.mktemp("cln025_martini")
+    structure = io.bundled("chignolin/cln025.pdb")
+    subprocess.run([MARTINIZE2, "-f", str(structure), "-o", "protein.top", "-x", "cg.pdb", "-ff", "martini3001",
+                    "-ss", "C" * 10, "-elastic"], cwd=folder, check=True, capture_output=True, timeout=300)
+    for itp in ("martini_v3.0.0.itp", "martini_v3.0.0_solvents_ions.itp"):
+        os.symlink(martini3_split / itp, folder / itp)
+    header = '#include "martini_v3.0.0.itp"\n#include "molecule_0.itp"\n#include "martini_v3.0.0_solvents_ions.itp"\n'
+    (folder / "protein.top").write_text(header + "\n[ system ]\nchignolin\n\n[ molecules ]\nmolecule_0 1\n")
+    protein_top = gromacs.read_top(folder / "protein.top")
+    protein = mdtraj.load(str(folder / "cg.pdb")).xyz[0].astype(float)
+    box = np.diag([3.6] * 3)
+    protein = protein - protein.mean(axis=0) + box.sum(axis=0) / 2
+    water, cations, anions = solvate(protein, box, _charge(protein_top, "molecule_0"), 5, seed=7)
+    (folder / "topol.top").write_text(header + f"\n[ system ]\nchignolin in W\n\n[ molecules ]\n"
+                                      f"molecule_0 1\nW {len(water)}\nSOD {len(cations)}\nCLA {len(anions)}\n")
+    (folder / "martini.mdp").write_text(MARTINI_MDP)
+    top = gromacs.read_top(folder / "topol.top")
+    positions = _build_with_sites(top, np.concatenate([protein, water, cations, anions]), box)
+    return top, positions, box, gromacs.read_mdp(folder / "martini.mdp"), folder
+
+
+def test_martinize2_beads_are_the_models_beads(martini_chignolin):
+    *_, folder = martini_chignolin
+    model = load_backmapper(io.bundled("models/cln025_martini3_ic.pt"))
+    _, atoms = io.load_topology(io.bundled("chignolin/cln025.pdb"))
+    martinized = mdtraj.load(str(folder / "cg.pdb"))
+    assert [a.name for a in martinized.topology.atoms] == [b.name for b in model.mapping.beads]
+    np.testing.assert_allclose(martinized.xyz[0], model.mapping.map(atoms), atol=2e-4)
+
+
+def test_switch_from_martini_water_and_back(martini_chignolin):
+    top, positions, box, mdp, _ = martini_chignolin
+    model = load_backmapper(io.bundled("models/cln025_martini3_ic.pt"))
+    _, native = io.load_topology(io.bundled("chignolin/cln025.pdb"))
+    system = top.create_system(box, mdp=mdp)
+    integrator = openmm.LangevinMiddleIntegrator(300, 10, 0.02)
+    integrator.setRandomNumberSeed(5)
+    cg = app.Simulation(top.topology(box), system, integrator, openmm.Platform.getPlatformByName("CPU"), {"Threads": "1"})
+    cg.context.setPositions(positions)
+    cg.minimizeEnergy(maxIterations=500)  # the water lattice is not equilibrated
+    cg.context.setVelocitiesToTemperature(300, 5)
+    water_before = cg.context.getState(getPositions=True).getPositions(asNumpy=True)._value[model.n_beads:]
+
+    simulation = MultiscaleSimulation(
+        cg, model, bead_particles=range(model.n_beads), switch_interval=250, map_back=True, samples=4,
+        energy_threshold=0.0, reference_positions=native, seed=5, relaxation=RelaxationSettings(max_iterations=200),
+        platform="CPU", platform_properties={"Threads": "1"},
+    )
+    mapped_before = simulation.cg_bead_positions()
+    simulation.switch_to_atomistic()
+    assert simulation.switches[0].accepted and simulation.switches[0].chirality_errors == 0
+    simulation.switch_to_cg()
+    state = cg.context.getState(getPositions=True)
+    after = state.getPositions(asNumpy=True)._value
+    np.testing.assert_allclose(after[model.n_beads:], water_before, atol=1e-12)  # solvent untouched
+    np.testing.assert_allclose(after[: model.n_beads], model.mapping.map(simulation.atomistic_positions()), atol=1e-5)
+    assert np.sqrt(((after[: model.n_beads] - mapped_before) ** 2).sum(-1).mean()) < 0.1  # held at the beads
+    simulation.run(500)  # Martini dynamics go on, with scheduled switches at steps 250 and 500
+    assert [r.accepted for r in simulation.switches] == [True, True, True]
+    assert np.isfinite(simulation.cg_bead_positions()).all()
