@@ -91,3 +91,30 @@ def test_switch_from_martini_water_and_back(martini_chignolin):
     simulation.run(500)  # Martini dynamics go on, with scheduled switches at steps 250 and 500
     assert [r.accepted for r in simulation.switches] == [True, True, True]
     assert np.isfinite(simulation.cg_bead_positions()).all()
+
+
+def test_backmap_switch_config_with_gromacs_files(martini_chignolin, tmp_path):
+    import yaml
+
+    from openmmbackmap.switch_config import load_config, run_config
+
+    top, positions, box, _, folder = martini_chignolin
+    gromacs.write_gro(folder / "conf.gro", top, positions, box, decimals=6)
+    config = {
+        "model": str(io.bundled("models/cln025_martini3_ic.pt")),
+        "seed": 2,
+        "cg": {"structure": str(folder / "conf.gro"),
+               "system": {"gromacs": {"top": str(folder / "topol.top"), "mdp": str(folder / "martini.mdp")}},
+               "bead_particles": [0, 32], "minimize": True, "timestep_fs": 20, "friction": 10,
+               "platform": "CPU", "platform_properties": {"Threads": 1}},
+        "atomistic": {"reference": str(io.bundled("chignolin/cln025.pdb")), "platform": "CPU",
+                      "platform_properties": {"Threads": 1}},
+        "switching": {"steps": 400, "switch_interval": 200, "samples": 4, "energy_threshold": 0.0, "map_back": True},
+        "relaxation": {"max_iterations": 200},
+        "output": {"directory": str(tmp_path / "out")},
+    }
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
+    simulation, summary = run_config(load_config(tmp_path / "run.yaml"), progress=False)
+    assert simulation.cg.system.getNumParticles() == len(positions) > 32
+    assert summary["switches"] == 2 and summary["accepted"] == 2 and summary["chirality_errors"] == 0
+    assert (tmp_path / "out" / "atomistic.xtc").exists() and (tmp_path / "out" / "switches.png").exists()

@@ -14,7 +14,10 @@ has a default)::
     cg:
       structure: ala2.pdb             # atomistic (mapped with the model's mapping) or CG (one particle per bead)
       system:
-        cgforce: ala2_backbone_cgff.pt       # or elastic_network: {cutoff: 1.0, k: 1000}, or xml: cg_system.xml
+        cgforce: ala2_backbone_cgff.pt       # or elastic_network: {cutoff: 1.0, k: 1000}, or xml: cg_system.xml,
+                                             # or gromacs: {top: topol.top, mdp: martini.mdp} with a .gro structure
+      bead_particles: [0, 32]         # first and one-past-last CG particle that are the beads (default: the first n_beads)
+      minimize: false                 # minimise the CG structure first (e.g. freshly solvated Martini systems)
       temperature: 300                # K
       friction: 1.0                   # 1/ps
       timestep_fs: 2
@@ -77,14 +80,15 @@ __all__ = ["build_simulation", "configure_parser", "demo_config", "load_config",
 SECTIONS = {
     "model": None,
     "seed": None,
-    "cg": {"structure", "system", "temperature", "friction", "timestep_fs", "platform", "platform_properties"},
+    "cg": {"structure", "system", "bead_particles", "minimize", "temperature", "friction", "timestep_fs", "platform",
+           "platform_properties"},
     "atomistic": {"forcefield", "system", "reference", "platform", "platform_properties", "timestep_fs", "friction"},
     "switching": {"steps", "switch_interval", "atomistic_steps", "map_back", "samples", "max_attempts",
                   "energy_threshold", "on_failure"},
     "relaxation": None,  # checked by RelaxationSettings.from_dict
     "output": {"directory", "trajectory", "log", "plot", "summary", "checkpoint", "checkpoint_interval"},
 }
-CG_SYSTEMS = ("cgforce", "elastic_network", "xml")
+CG_SYSTEMS = ("cgforce", "elastic_network", "xml", "gromacs")
 
 
 def load_config(path: str | os.PathLike) -> dict[str, Any]:
@@ -128,20 +132,37 @@ def _path(config: MappingType, value: str | os.PathLike) -> Path:
     return path if path.is_absolute() else config["_base"] / path
 
 
-def _cg_start(config: MappingType, backmapper: Backmapper) -> np.ndarray:
-    """CG starting positions: a CG structure as is, an atomistic one mapped with the model's mapping."""
+def _cg_structure(config: MappingType, backmapper: Backmapper) -> tuple[np.ndarray, np.ndarray | None]:
+    """CG starting positions and box: a .gro of the whole CG system for GROMACS systems; otherwise a
+    CG structure (one particle per bead) as is, or an atomistic one mapped with the model's mapping."""
     path = _path(config, config["cg"]["structure"])
+    if "gromacs" in config["cg"]["system"]:
+        from openmmbackmap import gromacs
+
+        if path.suffix.lower() != ".gro":
+            raise InputError(f"{path}: a GROMACS CG system starts from a .gro file (positions and box)")
+        return gromacs.read_gro(path)
     _, positions = io.load_topology(path)
     if positions is None:
         raise InputError(f"{path}: cg.structure needs coordinates (.pdb, .gro, .cif)")
     if len(positions) == backmapper.n_atoms:
-        return backmapper.mapping.map(positions)
+        return backmapper.mapping.map(positions), None
     if len(positions) == backmapper.n_beads:
-        return positions
+        return positions, None
     raise InputError(
         f"{path}: cg.structure has {len(positions)} particles; the model {backmapper.path.name} has "
         f"{backmapper.n_atoms} atoms and {backmapper.n_beads} beads"
     )
+
+
+def _gromacs_system(config: MappingType, options, box: np.ndarray) -> tuple[openmm.System, app.Topology]:
+    from openmmbackmap import gromacs
+
+    if not isinstance(options, dict) or "top" not in options or set(options) - {"top", "mdp"}:
+        raise InputError(f"{config['_source']}: cg.system.gromacs needs 'top' and may have 'mdp'; got {options!r}")
+    mdp = gromacs.read_mdp(_path(config, options["mdp"])) if "mdp" in options else None
+    top = gromacs.read_top(_path(config, options["top"]), defines=None if mdp is None else mdp.defines)
+    return top.create_system(box, mdp=mdp), top.topology(box)
 
 
 def _read_xml_system(path: Path) -> openmm.System:
@@ -154,21 +175,35 @@ def _read_xml_system(path: Path) -> openmm.System:
     return system
 
 
-def _cg_system(config: MappingType, backmapper: Backmapper, start: np.ndarray) -> openmm.System:
+def _cg_system(config: MappingType, backmapper: Backmapper, start: np.ndarray, box) -> tuple[openmm.System, app.Topology]:
     kind, options = next(iter(config["cg"]["system"].items()))
+    if kind == "gromacs":
+        return _gromacs_system(config, options, box)
     if kind == "cgforce":
         from openmmbackmap.cgforce import create_cg_system
 
-        return create_cg_system(backmapper.mapping, _path(config, options))
-    if kind == "elastic_network":
+        system = create_cg_system(backmapper.mapping, _path(config, options))
+    elif kind == "elastic_network":
         from openmmbackmap.cgsystems import elastic_network_system
 
-        options = dict(options or {})
         try:
-            return elastic_network_system(backmapper.mapping, start, **options)
+            system = elastic_network_system(backmapper.mapping, start, **dict(options or {}))
         except TypeError as exc:
             raise InputError(f"{config['_source']}: cg.system.elastic_network: {exc}") from exc
-    return _read_xml_system(_path(config, options))
+    else:
+        system = _read_xml_system(_path(config, options))
+    return system, backmapper.mapping.cg_topology
+
+
+def _bead_particles(config: MappingType, backmapper: Backmapper, n_particles: int) -> range:
+    value = config["cg"].get("bead_particles")
+    first, stop = (0, backmapper.n_beads) if value is None else (int(value[0]), int(value[1]))
+    if stop - first != backmapper.n_beads or first < 0 or stop > n_particles:
+        raise InputError(
+            f"{config['_source']}: cg.bead_particles {[first, stop]} must span the model's {backmapper.n_beads} beads "
+            f"within the CG system's {n_particles} particles"
+        )
+    return range(first, stop)
 
 
 def build_simulation(config: MappingType) -> MultiscaleSimulation:
@@ -176,23 +211,24 @@ def build_simulation(config: MappingType) -> MultiscaleSimulation:
     seed = int(config.get("seed", 0))
     backmapper = load_backmapper(_path(config, config["model"]))
     cg_options, atomistic_options = config["cg"], config.get("atomistic", {})
-    start = _cg_start(config, backmapper)
-    cg_system = _cg_system(config, backmapper, start)
+    start, box = _cg_structure(config, backmapper)
+    cg_system, cg_topology = _cg_system(config, backmapper, start, box)
+    beads = _bead_particles(config, backmapper, cg_system.getNumParticles())
     temperature = float(cg_options.get("temperature", 300.0))
     integrator = openmm.LangevinMiddleIntegrator(
         temperature, float(cg_options.get("friction", 1.0)), float(cg_options.get("timestep_fs", 2.0)) * 1e-3
     )
     integrator.setRandomNumberSeed(seed)
-    if cg_system.getNumParticles() != backmapper.n_beads:
-        raise InputError(
-            f"{config['_source']}: the CG system has {cg_system.getNumParticles()} particles; the model takes "
-            f"{backmapper.n_beads} beads (CG systems with solvent are run from Python with bead_particles)"
-        )
+    if len(start) != cg_system.getNumParticles():
+        raise InputError(f"{config['_source']}: cg.structure has {len(start)} particles; the CG system "
+                         f"{cg_system.getNumParticles()}")
     cg = app.Simulation(
-        backmapper.mapping.cg_topology, cg_system, integrator, plugins.platform(cg_options.get("platform", "CPU")),
+        cg_topology, cg_system, integrator, plugins.platform(cg_options.get("platform", "CPU")),
         {str(k): str(v) for k, v in (cg_options.get("platform_properties") or {}).items()},
     )
     cg.context.setPositions(start)
+    if cg_options.get("minimize", False):
+        cg.minimizeEnergy()
     cg.context.setVelocitiesToTemperature(temperature, seed)
 
     atomistic_system = None
@@ -211,6 +247,7 @@ def build_simulation(config: MappingType) -> MultiscaleSimulation:
     switching = config["switching"]
     simulation = MultiscaleSimulation(
         cg, backmapper, atomistic_system,
+        bead_particles=beads,
         switch_interval=switching.get("switch_interval"),
         atomistic_steps=int(switching.get("atomistic_steps", 0)),
         map_back=bool(switching.get("map_back", False)),
