@@ -14,9 +14,13 @@
 Results are printed and saved as JSON. Timings are medians; the machine is shared, so compare
 medians from one run.
 
+The CG Context runs on one CPU thread, the atomistic Contexts on ``--atomistic-threads`` (default 1:
+on the shared 2-core development machine two threads measured slower than one).
+
 Usage::
 
-    .venv/bin/python benchmarks/bench_switching.py [--switches 30] [--interval 10000] [--out benchmarks/results/switching.json]
+    .venv/bin/python benchmarks/bench_switching.py [--switches 30] [--interval 10000] [--atomistic-threads 2]
+        [--skip-throughput] [--out benchmarks/results/switching.json]
 """
 
 from __future__ import annotations
@@ -40,6 +44,8 @@ from openmmbackmap.relax import RelaxationSettings
 from openmmbackmap.switching import MultiscaleSimulation
 
 CPU = {"Threads": "1"}
+#: Threads of the atomistic Contexts (relaxation and MD): set by --atomistic-threads.
+ATOMISTIC = {"Threads": "1"}
 
 
 def _cg(name: str, seed: int = 1):
@@ -63,7 +69,7 @@ def _simulation(name: str, seed: int = 1, **options) -> MultiscaleSimulation:
     cg.context.setPositions(beads)
     cg.context.setVelocitiesToTemperature(300, seed)
     return MultiscaleSimulation(cg, backmapper, reference_positions=atoms, seed=seed, platform="CPU",
-                                platform_properties=CPU, **options)
+                                platform_properties=ATOMISTIC, **options)
 
 
 def switch_overhead(name: str, switches: int, samples: int, max_iterations: int) -> dict:
@@ -86,7 +92,7 @@ def switch_overhead(name: str, switches: int, samples: int, max_iterations: int)
     }
     # the same relaxations with the constraints kept in the minimised System
     topology = simulation.mapping.topology
-    context = openmm.Context(reference_system(topology), openmm.VerletIntegrator(0.001), plugins.platform("CPU"), CPU)
+    context = openmm.Context(reference_system(topology), openmm.VerletIntegrator(0.001), plugins.platform("CPU"), ATOMISTIC)
     raw = simulation.backmapper(np.repeat(simulation.cg_bead_positions()[None], min(switches, 10), axis=0), seed=7)
     constrained, failed = [], 0
     for x in raw:
@@ -131,14 +137,19 @@ def main() -> None:
     parser.add_argument("--max-iterations", type=int, default=100)
     parser.add_argument("--interval", type=int, default=10000)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--atomistic-threads", type=int, default=1, help="CPU threads of the atomistic Contexts")
+    parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "switching.json")
     args = parser.parse_args()
+    ATOMISTIC["Threads"] = str(args.atomistic_threads)
     results = {
         "openmm_backmap": __version__, "openmm": openmm.__version__, "host": host.node(),
+        "atomistic_threads": args.atomistic_threads, "cg_threads": 1,
         "switch_overhead": [switch_overhead(name, args.switches, args.samples, args.max_iterations)
                             for name in ("chignolin", "ala2")],
-        "throughput": [throughput("ala2", 3 * args.interval, args.interval, args.repeats),
-                       throughput("chignolin", 30 * args.interval, args.interval, args.repeats)],
+        "throughput": [] if args.skip_throughput else [
+            throughput("ala2", 3 * args.interval, args.interval, args.repeats),
+            throughput("chignolin", 30 * args.interval, args.interval, args.repeats)],
     }
     for row in results["switch_overhead"]:
         ms = row["median_ms"]
