@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser(
         "train", help="train a backmapper on atomistic trajectories",
-        description=("Train a backmapper (family ic) on atomistic trajectory segments mapped with a builtin "
+        description=("Train a backmapper (family ic or cvae) on atomistic trajectory segments mapped with a builtin "
                      "scheme; the tail of every segment is held out as validation (time blocks, never random "
                      "frames), --test segments for the final test; the model file records both."),
     )
@@ -90,7 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     apply = commands.add_parser(
         "apply", help="backmap a CG trajectory with a trained model",
-        description="Backmap a CG trajectory with a trained model file and write the atomistic trajectory.",
+        description=("Backmap a CG trajectory with a trained model file and write the atomistic trajectory. A temporal "
+                     "model (family cvae) runs along the trajectory, frame t conditioned on the frame it generated at "
+                     "t-1, the samples side by side; it saves <out>.partial.npz as it goes and a rerun of the same "
+                     "command resumes from it."),
     )
     apply.add_argument("--model", "-m", required=True, type=Path, help="backmapper file (.pt)")
     apply.add_argument("--cg", required=True, type=Path,
@@ -309,7 +312,26 @@ def _run_apply(args: argparse.Namespace) -> int:
         args.out.with_name(f"{args.out.stem}.sample{k}{args.out.suffix}") for k in range(args.samples)
     ]
     start = time.perf_counter()
-    for k, out in enumerate(outputs):
+    if backmapper.temporal:
+        interval = backmapper.frame_interval_ps
+        if interval and cg.n_frames > 1 and not np.isclose(cg.timestep, interval, rtol=1e-3):
+            print(f"backmap: warning: {args.model.name} was trained on frames {interval:g} ps apart; {args.cg.name} has "
+                  f"{cg.timestep:g} ps between frames", file=sys.stderr)
+        checkpoint = args.out.with_name(args.out.name + ".partial.npz")
+        if checkpoint.is_file():
+            print(f"resuming from {checkpoint}", file=sys.stderr)
+        def progress(done: int) -> None:
+            if done % 100 == 0 or done == cg.n_frames:
+                print(f"\r{len(outputs)} sample(s) along the trajectory: {done}/{cg.n_frames} frames", end="",
+                      file=sys.stderr, flush=True)
+
+        trajectories = backmapper.trajectory(cg.xyz, samples=args.samples, seed=args.seed, checkpoint=checkpoint,
+                                             progress=progress)
+        print(file=sys.stderr)
+        for out, atoms in zip(outputs, trajectories):
+            io.write_trajectory(out, atoms, backmapper.topology, time=cg.time, unitcell_vectors=cg.unitcell_vectors)
+        checkpoint.unlink(missing_ok=True)
+    for k, out in enumerate(outputs if not backmapper.temporal else []):
         atoms = np.empty((cg.n_frames, backmapper.n_atoms, 3), dtype=np.float32)
         for first in range(0, cg.n_frames, args.batch_size):
             last = min(first + args.batch_size, cg.n_frames)

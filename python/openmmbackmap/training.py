@@ -15,6 +15,10 @@ Command line (the exact command is recorded in the model's provenance)::
         --train reference-data/ala2/ala2_00[0-7].xtc --test reference-data/ala2/ala2_00[89].xtc \\
         --out python/openmmbackmap/data/models/ala2_residue_com_ic.pt
 
+``--family cvae`` trains the temporally coherent family (:func:`train_cvae`) on pairs of frames
+``--stride`` apart instead; its metrics run the model along the held-out blocks
+(:func:`evaluate_temporal`).
+
 Examples
 --------
 >>> import numpy as np
@@ -45,7 +49,8 @@ import torch
 from openmmbackmap import __version__, io
 from openmmbackmap.errors import InputError
 from openmmbackmap.mapping import Mapping, check_same_topology
-from openmmbackmap.models.base import save_backmapper
+from openmmbackmap.models.base import run_temporal, save_backmapper
+from openmmbackmap.models.cvae import CVAEBackmapper
 from openmmbackmap.models.ic import (
     FREE_TORSION_SPREAD,
     N_BINS,
@@ -156,8 +161,13 @@ def run_model(module: torch.nn.Module, cg: np.ndarray, seed: int = 0, batch_size
     return np.concatenate(out) if out else np.zeros((0, 0, 3), dtype=np.float32)
 
 
-def evaluate(module: torch.nn.Module, mapping: Mapping, reference: np.ndarray, seed: int = 0) -> dict:
+def evaluate(
+    module: torch.nn.Module, mapping: Mapping, reference: np.ndarray, seed: int = 0, candidate: np.ndarray | None = None
+) -> dict:
     """Backmap the CG image of ``reference`` and score the result against ``reference``.
+
+    ``candidate``, if given, is that backmapping already made (a temporal model run along
+    the reference's time blocks, :func:`evaluate_temporal`); ``module`` is then not called.
 
     Returns
     -------
@@ -178,7 +188,7 @@ def evaluate(module: torch.nn.Module, mapping: Mapping, reference: np.ndarray, s
 
     reference = np.asarray(reference, dtype=np.float32)
     cg = mapping.map(reference)
-    candidate = run_model(module, cg, seed=seed)
+    candidate = run_model(module, cg, seed=seed) if candidate is None else np.asarray(candidate, dtype=np.float32)
     features = TopologyFeatures.from_topology(mapping.topology)
     ideal = geometry.distances(reference, features.bonds).mean(axis=0)
     deviation = np.abs(geometry.distances(candidate, features.bonds) - ideal) / ideal
@@ -214,6 +224,21 @@ def evaluate(module: torch.nn.Module, mapping: Mapping, reference: np.ndarray, s
 
 
 # ---------------------------------------------------------------------- the ic family
+
+
+def _checked_segments(mapping: Mapping, segments: Sequence[np.ndarray]) -> list[np.ndarray]:
+    segments = [np.asarray(s, dtype=np.float32) for s in segments]
+    for s in segments:
+        if s.ndim != 3 or s.shape[1:] != (mapping.n_atoms, 3):
+            raise InputError(f"segments must have shape (frames, {mapping.n_atoms}, 3); got {s.shape}")
+    return segments
+
+
+def _versions() -> dict:
+    return {
+        "openmm_backmap": __version__, "torch": torch.__version__, "numpy": np.__version__,
+        "python": platform.python_version(),
+    }
 
 
 def _ic_statistics(zmatrix, r, theta, phi) -> tuple[tuple, tuple, tuple, np.ndarray]:
@@ -294,10 +319,7 @@ def train_ic(
     """
     started = time.perf_counter()
     say = log or (lambda line: None)
-    segments = [np.asarray(s, dtype=np.float32) for s in segments]
-    for s in segments:
-        if s.ndim != 3 or s.shape[1:] != (mapping.n_atoms, 3):
-            raise InputError(f"segments must have shape (frames, {mapping.n_atoms}, 3); got {s.shape}")
+    segments = _checked_segments(mapping, segments)
     train_blocks, validation_blocks = split_time_blocks(segments, validation_fraction)
     train_xyz, validation_xyz = np.concatenate(train_blocks), np.concatenate(validation_blocks)
     torch.manual_seed(seed)
@@ -410,12 +432,295 @@ def train_ic(
             "free_torsions": [rows[k] for k in free_columns],
             "dependent_torsions": int(np.isnan(zmatrix.fixed_phi).sum() - len(free_columns)),
         },
-        "versions": {
-            "openmm_backmap": __version__, "torch": torch.__version__, "numpy": np.__version__,
-            "python": platform.python_version(),
-        },
+        "versions": _versions(),
     }
     return TrainingResult(scripted, mapping, "ic", provenance, validation, history)
+
+
+# ---------------------------------------------------------------------- the cvae family
+
+
+def evaluate_temporal(
+    module: torch.nn.Module,
+    mapping: Mapping,
+    blocks: Sequence[np.ndarray],
+    *,
+    stride: int = 1,
+    frame_interval_ps: float = 1.0,
+    seed: int = 0,
+) -> dict:
+    """Score a temporal model run along held-out time blocks, and the same model frame by frame.
+
+    Every block is taken at the model's frame spacing (``block[::stride]``), mapped to CG
+    and backmapped autoregressively (:func:`openmmbackmap.models.base.run_temporal`: frame
+    ``t`` conditioned on the generated frame ``t - 1``, the first on none). The result has
+    the metrics of :func:`evaluate` on all frames, ``time``
+    (:func:`openmmbackmap.bench.kinetics.blockwise_time_metrics`: temporal coherence and
+    basin transition rates, pooled over blocks) and ``non_temporal``: the same metrics for
+    the model with its temporal conditioning removed (``previous=None`` for every frame).
+
+    Parameters
+    ----------
+    frame_interval_ps
+        Time between the frames of the blocks as given, ps (before ``stride``).
+    """
+    from openmmbackmap.bench.kinetics import blockwise_time_metrics
+    from openmmbackmap.bench.structure import TopologyFeatures
+
+    features = TopologyFeatures.from_topology(mapping.topology)
+    reference = [np.asarray(b[::stride], dtype=np.float32) for b in blocks]
+    cg = [mapping.map(b) for b in reference]
+    if len({len(b) for b in cg}) == 1:  # equal blocks advance side by side, one call per frame
+        temporal = list(run_temporal(module, np.stack(cg), seed=seed))
+    else:
+        temporal = [run_temporal(module, c[None], seed=seed)[0] for c in cg]
+    independent = [run_model(module, c, seed=seed) for c in cg]
+    dt_ps = frame_interval_ps * stride
+    everything = np.concatenate(reference)
+    metrics = evaluate(module, mapping, everything, seed=seed, candidate=np.concatenate(temporal))
+    metrics["time"] = blockwise_time_metrics(temporal, reference, features, dt_ps)
+    non_temporal = evaluate(module, mapping, everything, seed=seed, candidate=np.concatenate(independent))
+    non_temporal["time"] = blockwise_time_metrics(independent, reference, features, dt_ps)
+    metrics["non_temporal"] = {k: v for k, v in non_temporal.items() if k != "basins"}
+    metrics["blocks"] = len(blocks)
+    return metrics
+
+
+def train_cvae(
+    mapping: Mapping,
+    segments: Sequence[np.ndarray],
+    *,
+    stride: int = 1,
+    frame_interval_ps: float | None = None,
+    validation_fraction: float = 0.2,
+    seed: int = 0,
+    hidden: int = 128,
+    latent: int = 8,
+    n_bins: int = N_BINS,
+    condition_dropout: float = 0.25,
+    kl_warmup: int = 5,
+    chain_first: bool = True,
+    batch_size: int = 512,
+    learning_rate: float = 2e-3,
+    weight_decay: float = 1e-5,
+    max_epochs: int = 200,
+    patience: int = 10,
+    min_delta: float = 1e-3,
+    evaluation_seed: int = 12345,
+    log: Callable[[str], None] | None = print,
+) -> TrainingResult:
+    """Train a ``cvae`` backmapper on pairs of frames ``stride`` apart (:mod:`openmmbackmap.models.cvae`).
+
+    The geometry (bonds, angles, dependent torsions) gets the ``ic`` family's Gaussian
+    statistics; the CVAE over the free torsions is fitted with Adam on the negative evidence
+    lower bound (bin cross-entropy plus the KL divergence of the encoder from the conditional
+    prior, the KL weight rising linearly from 0 to 1 over the first ``kl_warmup`` epochs), on
+    pairs (frame ``i``, frame ``i + stride``) inside the training part of every segment. The
+    previous frame is dropped (the non-temporal path) for a random ``condition_dropout`` of
+    every batch. Validation pairs come from the held-out tail of every segment (a block of
+    time, never random frames); early stopping on their negative ELBO, weighted over both
+    paths as in training; the parameters of the best epoch are kept. The validation metrics
+    run the model along the held-out blocks (:func:`evaluate_temporal`).
+
+    Parameters
+    ----------
+    mapping
+        The CG mapping (its topology is the segments').
+    segments
+        Atomistic trajectories, (frames, atoms, 3) nm, each a contiguous block of time with
+        a constant time between frames.
+    stride
+        Frames between the conditioning frame and the generated one; the model then
+        backmaps trajectories with that spacing.
+    frame_interval_ps
+        Time between consecutive frames of ``segments``, ps (recorded; the model's spacing
+        is ``stride * frame_interval_ps``); None if unknown (rates are then per 1000 frames).
+    hidden, latent, n_bins
+        Width of the MLPs' two hidden layers, dimension of the latent, torsion bins.
+    condition_dropout
+        Fraction of training pairs whose previous frame is hidden (trains the first-frame path).
+    kl_warmup
+        Epochs over which the KL weight rises to 1 (0: from the start).
+    chain_first
+        Build the Z-matrix with main-chain torsions free (:func:`~openmmbackmap.models.ic.build_zmatrix`):
+        the generated torsions are then the backbone phi/psi themselves, whose persistence is
+        what the previous frame carries.
+    batch_size, learning_rate, weight_decay, max_epochs, patience, min_delta
+        Optimisation: Adam; stop after ``patience`` epochs without a validation improvement of
+        at least ``min_delta`` nats.
+    evaluation_seed
+        Sampling seed of the validation metrics.
+    log
+        Called with one progress line per epoch (None: silent).
+
+    Returns
+    -------
+    TrainingResult
+    """
+    started = time.perf_counter()
+    say = log or (lambda line: None)
+    segments = _checked_segments(mapping, segments)
+    if stride < 1:
+        raise InputError(f"stride must be a positive number of frames; got {stride}")
+    if not 0.0 <= condition_dropout < 1.0:
+        raise InputError(f"condition_dropout must lie in [0, 1); got {condition_dropout}")
+    train_blocks, validation_blocks = split_time_blocks(segments, validation_fraction)
+    if min(len(b) for b in train_blocks + validation_blocks) <= stride:
+        raise InputError(
+            f"every training and validation block needs more than stride={stride} frames to make a pair; "
+            f"the shortest has {min(len(b) for b in train_blocks + validation_blocks)}"
+        )
+    train_xyz = np.concatenate(train_blocks)
+    torch.manual_seed(seed)
+
+    zmatrix = build_zmatrix(mapping, chain_first=chain_first)
+    r, theta, phi = internal_coordinates(train_xyz, zmatrix)
+    r_stats, theta_stats, phi_stats, free = _ic_statistics(zmatrix, r, theta, phi)
+    free_columns = np.flatnonzero(free)
+    if not len(free_columns):
+        raise InputError(f"mapping {mapping.scheme!r} leaves no free torsion to generate: use the ic family")
+    n_features = zmatrix.n_features
+    module = CVAEBackmapper(
+        zmatrix, mapping.matrix.toarray(), r_stats, theta_stats, phi_stats, free,
+        (np.zeros(n_features), np.ones(n_features)), hidden=hidden, latent=latent, n_bins=n_bins,
+    )
+    with torch.no_grad():
+        raw = module.features(torch.from_numpy(mapping.map(train_xyz)))
+        module.feature_mean.copy_(raw.mean(0))
+        module.feature_std.copy_(raw.std(0).clamp_min(1e-3))
+
+    def tensors(blocks: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        previous = np.concatenate([b[:-stride] for b in blocks])
+        current = np.concatenate([b[stride:] for b in blocks])
+        with torch.no_grad():
+            condition = module.condition(torch.from_numpy(mapping.map(current)), torch.from_numpy(previous))
+        torsions = internal_coordinates(current, zmatrix)[2][:, free_columns]
+        sincos = np.stack([np.sin(torsions), np.cos(torsions)], axis=-1).reshape(len(torsions), -1)
+        return condition, torch.from_numpy(sincos.astype(np.float32)), torch.from_numpy(_bins(torsions, n_bins))
+
+    train_data = tensors(train_blocks)
+    validation_data = tensors(validation_blocks)
+
+    def without_previous(condition: torch.Tensor, drop: torch.Tensor | None = None) -> torch.Tensor:
+        condition = condition.clone()
+        if drop is None:
+            condition[:, n_features:] = 0.0
+        else:
+            condition[drop, n_features:] = 0.0
+        return condition
+
+    def negative_elbo(condition, sincos, labels, epsilon) -> tuple[torch.Tensor, torch.Tensor]:
+        """Bin cross-entropy (summed over torsions) and KL divergence, each a mean over frames, nats."""
+        mean_q, log_var_q = module.gaussian(module.encoder(torch.cat([condition, sincos], dim=1)))
+        z = mean_q + torch.exp(0.5 * log_var_q) * epsilon
+        nll = torch.nn.functional.cross_entropy(
+            module.logits(condition, z).reshape(-1, n_bins), labels.reshape(-1), reduction="sum"
+        ) / len(labels)
+        mean_p, log_var_p = module.gaussian(module.prior(condition))
+        kl = 0.5 * (log_var_p - log_var_q + (torch.exp(log_var_q) + (mean_q - mean_p) ** 2) / torch.exp(log_var_p) - 1.0)
+        return nll, kl.sum(1).mean()
+
+    validation_epsilon = torch.randn(len(validation_data[0]), latent, generator=torch.Generator().manual_seed(evaluation_seed))
+
+    def validate() -> dict:
+        with torch.no_grad():
+            condition, sincos, labels = validation_data
+            nll, kl = negative_elbo(condition, sincos, labels, validation_epsilon)
+            nll0, kl0 = negative_elbo(without_previous(condition), sincos, labels, validation_epsilon)
+        temporal, independent = float(nll + kl), float(nll0 + kl0)
+        return {
+            "temporal_nll": float(nll), "temporal_kl": float(kl), "temporal_negative_elbo": temporal,
+            "non_temporal_nll": float(nll0), "non_temporal_kl": float(kl0), "non_temporal_negative_elbo": independent,
+            "loss": (1.0 - condition_dropout) * temporal + condition_dropout * independent,
+        }
+
+    optimizer = torch.optim.Adam(module.parameters(), lr=learning_rate, weight_decay=weight_decay)
+    generator = torch.Generator().manual_seed(seed)
+    n_train = len(train_data[0])
+    m = len(free_columns)
+    history: list[dict] = []
+    best_loss, best_epoch, best_state, best_validation = math.inf, 0, copy.deepcopy(module.state_dict()), {}
+    warmup = min(kl_warmup, max_epochs)  # the last epoch at least optimises the true bound
+    for epoch in range(1, max_epochs + 1):
+        tic = time.perf_counter()
+        kl_weight = min(1.0, epoch / warmup) if warmup > 0 else 1.0
+        module.train()
+        order = torch.randperm(n_train, generator=generator)
+        total = 0.0
+        for start in range(0, n_train, batch_size):
+            batch = order[start : start + batch_size]
+            condition, sincos, labels = (t[batch] for t in train_data)
+            condition = without_previous(condition, torch.rand(len(batch), generator=generator) < condition_dropout)
+            epsilon = torch.randn(len(batch), latent, generator=generator)
+            nll, kl = negative_elbo(condition, sincos, labels, epsilon)
+            loss = nll + kl_weight * kl
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total += float((nll + kl).detach()) * len(batch)
+        module.eval()
+        validation = validate()
+        history.append({"epoch": epoch, "train_negative_elbo": total / n_train, "kl_weight": kl_weight, **validation})
+        # Stop only once the bound is the true one (full KL weight).
+        improved = kl_weight == 1.0 and validation["loss"] < best_loss - min_delta
+        if improved:
+            best_loss, best_epoch = validation["loss"], epoch
+            best_state, best_validation = copy.deepcopy(module.state_dict()), validation
+        say(
+            f"epoch {epoch:3d}  train -ELBO {total / n_train / m:.4f}  validation -ELBO temporal "
+            f"{validation['temporal_negative_elbo'] / m:.4f} (KL {validation['temporal_kl']:.2f} nats), first-frame path "
+            f"{validation['non_temporal_negative_elbo'] / m:.4f} nats/torsion{'  *' if improved else ''}  "
+            f"({time.perf_counter() - tic:.1f} s)"
+        )
+        if best_epoch and epoch - best_epoch >= patience:
+            break
+    module.load_state_dict(best_state)
+    module.eval()
+    scripted = torch.jit.script(module)
+    train_time = time.perf_counter() - started
+
+    interval = 1.0 if frame_interval_ps is None else float(frame_interval_ps)
+    validation = evaluate_temporal(scripted, mapping, validation_blocks, stride=stride, frame_interval_ps=interval,
+                                   seed=evaluation_seed)
+    validation.update({
+        "split": f"last {validation_fraction:.0%} of each of {len(segments)} segments, every {stride}. frame, "
+                 "backmapped along each block",
+        "elbo_nats": {k: v for k, v in best_validation.items()},
+        "uniform_nll_nats_per_torsion": math.log(n_bins),
+    })
+    rows = zmatrix.describe(mapping)
+    provenance = {
+        "family": "cvae",
+        "mapping_scheme": mapping.scheme,
+        "trained": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "segments": len(segments),
+        "frames_train": int(len(train_xyz)),
+        "pairs_train": int(n_train),
+        "pairs_validation": int(len(validation_data[0])),
+        "temporal": {
+            "stride_frames": int(stride),
+            "frame_interval_ps": None if frame_interval_ps is None else float(frame_interval_ps) * stride,
+            "conditioned_on": "CG features of frame t; sin/cos of the free torsions of the atomistic frame generated before",
+        },
+        "options": {
+            "stride": stride, "validation_fraction": validation_fraction, "seed": seed, "hidden": hidden,
+            "latent": latent, "n_bins": n_bins, "condition_dropout": condition_dropout, "kl_warmup": kl_warmup,
+            "chain_first": chain_first,
+            "batch_size": batch_size, "learning_rate": learning_rate, "weight_decay": weight_decay,
+            "max_epochs": max_epochs, "patience": patience, "min_delta": min_delta, "evaluation_seed": evaluation_seed,
+        },
+        "epochs": len(history),
+        "best_epoch": best_epoch,
+        "train_seconds": round(train_time, 2),
+        "zmatrix": {
+            "anchored": bool(zmatrix.anchored),
+            "rows": len(rows),
+            "free_torsions": [rows[k] for k in free_columns],
+            "dependent_torsions": int(np.isnan(zmatrix.fixed_phi).sum() - len(free_columns)),
+        },
+        "versions": _versions(),
+    }
+    return TrainingResult(scripted, mapping, "cvae", provenance, validation, history)
 
 
 def save_result(result: TrainingResult, path: str | os.PathLike) -> Path:
@@ -445,12 +750,24 @@ def _summary(name: str, metrics: dict) -> str:
         f"  largest basin difference {metrics['basin_max_difference_pp']:.2f} percentage points; "
         f"frame-wise basin agreement {100 * metrics['basin_agreement']:.1f}%"
     )
+    for label, values in (("along the trajectory", metrics), ("first-frame path every frame", metrics.get("non_temporal"))):
+        timing = (values or {}).get("time")
+        if timing:
+            line = f"  {label}: temporal coherence {timing['temporal_coherence']:.3f}"
+            if "transitions_per_ns" in timing:
+                line += (f", basin transitions {timing['transitions_per_ns']:.1f}/ns (reference "
+                         f"{timing['transitions_per_ns_reference']:.1f}/ns, ratio {timing['transition_rate_ratio']:.3f})")
+            if values is not metrics:
+                line += f", largest basin difference {values['basin_max_difference_pp']:.2f} pp"
+            lines.append(line)
     return "\n".join(lines)
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The training options, shared by ``backmap train`` and ``python -m openmmbackmap.training``."""
-    parser.add_argument("--family", default="ic", choices=["ic"], help="backmapper family (default ic)")
+    parser.add_argument("--family", default="ic", choices=["ic", "cvae"],
+                        help="backmapper family: ic (frame by frame) or cvae (temporally coherent: frame t conditioned "
+                             "on frame t-1); default ic")
     parser.add_argument("--scheme", required=True, help="builtin mapping scheme (backbone, residue_com, ...)")
     parser.add_argument("--train", nargs="+", required=True, type=Path,
                         help="training trajectory segments (topology: the .pdb beside each); the last "
@@ -459,13 +776,21 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     parser.add_argument("--out", required=True, type=Path, help="model file to write (.pt)")
     parser.add_argument("--validation-fraction", type=float, default=0.2)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--hidden", type=int, default=64, help="width of each free torsion's MLP")
+    parser.add_argument("--hidden", type=int, default=None, help="width of the MLPs (default: ic 64, cvae 128)")
     parser.add_argument("--n-bins", type=int, default=N_BINS, help="bins of a free torsion's distribution")
     parser.add_argument("--batch-size", type=int, default=512)
     parser.add_argument("--learning-rate", type=float, default=2e-3)
     parser.add_argument("--max-epochs", type=int, default=200)
     parser.add_argument("--patience", type=int, default=10, help="epochs without validation improvement before stopping")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    cvae = parser.add_argument_group("cvae family")
+    cvae.add_argument("--stride", type=int, default=1,
+                      help="frames between the conditioning frame and the generated one; the model then backmaps "
+                           "trajectories with that frame spacing (default 1)")
+    cvae.add_argument("--latent", type=int, default=8, help="dimension of the latent (default 8)")
+    cvae.add_argument("--condition-dropout", type=float, default=0.25,
+                      help="fraction of training pairs without their previous frame: trains the first-frame path")
+    cvae.add_argument("--kl-warmup", type=int, default=5, help="epochs over which the KL weight rises to 1")
     return parser
 
 
@@ -480,17 +805,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run(args, command)
 
 
+def _frame_interval_ps(path: Path, topology: app.Topology) -> float | None:
+    """Time between the frames of a trajectory file, ps (None when the file has no usable times)."""
+    trajectory = io.load_trajectory(path, topology)
+    if trajectory.n_frames < 2:
+        return None
+    steps = np.diff(trajectory.time)
+    return float(np.median(steps)) if np.all(steps > 0) else None
+
+
 def run(args: argparse.Namespace, command: str) -> int:
     """Train, test on held-out segments and save, as the parsed options say; ``command`` goes into the provenance."""
     torch.set_num_threads(args.threads)
     topology, segments = load_segments(args.train)
     mapping = Mapping.from_scheme(topology, args.scheme)
     print(f"{len(segments)} training segments, {sum(len(s) for s in segments)} frames; mapping {mapping}", flush=True)
-    result = train_ic(
-        mapping, segments, validation_fraction=args.validation_fraction, seed=args.seed, hidden=args.hidden,
-        n_bins=args.n_bins, batch_size=args.batch_size, learning_rate=args.learning_rate,
-        max_epochs=args.max_epochs, patience=args.patience, log=lambda line: print(line, flush=True),
+    common = dict(
+        validation_fraction=args.validation_fraction, seed=args.seed, n_bins=args.n_bins, batch_size=args.batch_size,
+        learning_rate=args.learning_rate, max_epochs=args.max_epochs, patience=args.patience,
+        log=lambda line: print(line, flush=True),
     )
+    if args.family == "cvae":
+        interval = _frame_interval_ps(args.train[0], topology)
+        result = train_cvae(
+            mapping, segments, stride=args.stride, frame_interval_ps=interval, hidden=args.hidden or 128,
+            latent=args.latent, condition_dropout=args.condition_dropout, kl_warmup=args.kl_warmup, **common,
+        )
+    else:
+        result = train_ic(mapping, segments, hidden=args.hidden or 64, **common)
     result.provenance["command"] = command
     result.provenance["data"] = {
         "train": [{"file": str(p), "sha256": _sha256(p), "frames": len(s)} for p, s in zip(args.train, segments)],
@@ -499,7 +841,12 @@ def run(args: argparse.Namespace, command: str) -> int:
     print(_summary("validation (held-out tail of each training segment)", result.validation), flush=True)
     if args.test:
         _, test_segments = load_segments(args.test, topology)
-        test = evaluate(result.module, mapping, np.concatenate(test_segments), seed=result.provenance["options"]["evaluation_seed"])
+        seed = result.provenance["options"]["evaluation_seed"]
+        if args.family == "cvae":
+            test = evaluate_temporal(result.module, mapping, test_segments, stride=args.stride,
+                                     frame_interval_ps=interval or 1.0, seed=seed)
+        else:
+            test = evaluate(result.module, mapping, np.concatenate(test_segments), seed=seed)
         test["files"] = [str(p) for p in args.test]
         result.validation["test"] = test
         print(_summary(f"test (held-out segments {', '.join(p.name for p in args.test)})", test), flush=True)

@@ -10,6 +10,7 @@ from openmmbackmap.bench.kinetics import (
     ALPHA_R,
     BETA,
     basin_transition_rates,
+    blockwise_time_metrics,
     implied_timescales,
     kinetics_comparison,
     ramachandran_states,
@@ -92,3 +93,23 @@ def test_throughput_counts_output_frames():
     assert math.isfinite(rate) and rate > 0
     doubled = throughput(lambda b: np.concatenate([b, b]), batch, repeats=3)
     assert math.isfinite(doubled) and doubled > 0
+
+
+def test_blockwise_time_metrics_pool_blocks_without_their_junctions(ala2, features, shuffle):
+    topology, xyz = ala2
+    blocks = [xyz[:300], xyz[600:]]
+    same = blockwise_time_metrics(blocks, blocks, features, DT_PS)
+    assert same["temporal_coherence"] == pytest.approx(1.0) and same["transition_rate_ratio"] == pytest.approx(1.0)
+    # Counted inside blocks only: the jump from frame 299 to frame 600 is no step and no transition.
+    states = [ramachandran_states(b, topology) for b in blocks]
+    inside = sum(int((s[1:] != s[:-1]).sum()) for s in states)
+    assert same["transitions_per_ns_reference"] == pytest.approx(inside / ((len(xyz[:300]) + len(xyz[600:]) - 2) * 1e-3))
+    assert same["frames"] == 700 and same["blocks"] == 2 and np.isclose(sum(same["populations"]), 1.0)
+    # Planted defect: one block time-shuffled (a backmapper that ignores time there) moves more and hops more.
+    shuffled = [xyz[:300], xyz[600:][np.random.default_rng(1).permutation(400)]]
+    worse = blockwise_time_metrics(shuffled, blocks, features, DT_PS)
+    assert worse["temporal_coherence"] > 1.2 and worse["transition_rate_ratio"] > 1.5
+    with pytest.raises(ValueError, match="one candidate block per reference block"):
+        blockwise_time_metrics(blocks[:1], blocks, features, DT_PS)
+    with pytest.raises(ValueError, match="same numbers of frames"):
+        blockwise_time_metrics([xyz[:300], xyz[600:900]], blocks, features, DT_PS)

@@ -24,11 +24,12 @@ Examples
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import openmm.app as app
@@ -140,6 +141,17 @@ class Backmapper:
         return self.mapping.n_beads
 
     @property
+    def temporal(self) -> bool:
+        """True for a family whose frame ``t`` is conditioned on frame ``t - 1`` (run it with :meth:`trajectory`)."""
+        return bool(self.metadata.provenance.get("temporal"))
+
+    @property
+    def frame_interval_ps(self) -> float | None:
+        """Time between the frames a temporal model was trained on, ps (None: frame-wise or unknown)."""
+        temporal = self.metadata.provenance.get("temporal") or {}
+        return temporal.get("frame_interval_ps")
+
+    @property
     def n_atoms(self) -> int:
         return self.mapping.n_atoms
 
@@ -196,8 +208,132 @@ class Backmapper:
                 out[start:stop] = result.numpy()
         return out[0] if single else out
 
+    def trajectory(
+        self,
+        cg: np.ndarray,
+        samples: int = 1,
+        seed: int = 0,
+        *,
+        progress: Callable[[int], None] | None = None,
+        checkpoint: str | os.PathLike | None = None,
+        checkpoint_every: int = 1000,
+    ) -> np.ndarray:
+        """Backmap a CG trajectory: ``samples`` independent atomistic trajectories of it.
+
+        A temporal model (:attr:`temporal`) runs autoregressively: frame ``t`` is conditioned
+        on the frame it generated at ``t - 1`` (the first frame on none); the samples advance
+        side by side, one call of the module per frame (:func:`run_temporal`). A frame-wise
+        model backmaps every frame on its own, sample ``k`` with seed ``seed + 1_000_003 k``.
+
+        Parameters
+        ----------
+        cg
+            Bead coordinates in nm, (frames, beads, 3), in time order, with the frame spacing
+            the model was trained on (:attr:`frame_interval_ps`).
+        samples, seed
+            Independent trajectories and the seed; frame ``t`` of a temporal model uses
+            ``seed + t``, so a resumed run gives the frames an uninterrupted one would.
+        progress
+            Called with the number of frames done (temporal models).
+        checkpoint
+            A temporal run saves the frames done so far to this ``.npz`` every
+            ``checkpoint_every`` frames and, if it exists for the same model, CG, seed and
+            samples, resumes from it. The caller deletes it once the output is written.
+
+        Returns
+        -------
+        numpy.ndarray
+            (samples, frames, atoms, 3), nm, float32.
+        """
+        cg = np.asarray(cg, dtype=np.float32)
+        if cg.ndim != 3 or cg.shape[1:] != (self.n_beads, 3):
+            raise InputError(f"model {self.path.name} takes {self.n_beads} beads; got a trajectory of shape {cg.shape}")
+        if samples < 1:
+            raise InputError(f"samples must be positive; got {samples}")
+        if not self.temporal:
+            return np.stack([self(cg, seed=seed + 1_000_003 * k) for k in range(samples)])
+        io.check_finite(cg, self.mapping.cg_topology, "CG coordinates")
+        chains = np.broadcast_to(cg, (samples, *cg.shape))
+        out = np.empty((samples, len(cg), self.n_atoms, 3), dtype=np.float32)
+        done, key = 0, None
+        if checkpoint is not None:
+            checkpoint = Path(checkpoint)
+            key = json.dumps({
+                "model": hashlib.sha256(self.path.read_bytes()).hexdigest(),
+                "cg": hashlib.sha256(np.ascontiguousarray(cg).tobytes()).hexdigest(),
+                "seed": int(seed), "samples": int(samples),
+            }, sort_keys=True)
+            if checkpoint.is_file():
+                with np.load(checkpoint) as saved:
+                    if str(saved["key"]) != key:
+                        raise InputError(
+                            f"checkpoint {str(checkpoint)!r} belongs to another run (model, CG trajectory, seed or "
+                            "samples differ); delete it to start again"
+                        )
+                    done = int(saved["xyz"].shape[1])
+                    out[:, :done] = saved["xyz"]
+        while done < len(cg):
+            stop = min(done + checkpoint_every, len(cg)) if checkpoint is not None else len(cg)
+            previous = out[:, done - 1] if done > 0 else None
+            out[:, done:stop] = run_temporal(self.module, chains, seed=seed, previous=previous, start=done, stop=stop,
+                                             progress=progress)
+            done = stop
+            if checkpoint is not None and done < len(cg):
+                with io.atomic_output(checkpoint) as temporary:
+                    with open(temporary, "wb") as handle:
+                        np.savez(handle, xyz=out[:, :done], key=np.array(key))
+        return out
+
     def __repr__(self) -> str:
         return f"<Backmapper {self.family!r} {self.path.name}: {self.n_beads} beads -> {self.n_atoms} atoms>"
+
+
+def run_temporal(
+    module: torch.nn.Module,
+    cg: np.ndarray,
+    *,
+    seed: int = 0,
+    previous: np.ndarray | None = None,
+    start: int = 0,
+    stop: int | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> np.ndarray:
+    """Run a contract module along CG trajectories, each frame conditioned on the one it generated before.
+
+    Parameters
+    ----------
+    module
+        A TorchScript (or plain) module with the contract's ``forward``.
+    cg
+        (chains, frames, beads, 3), nm: independent trajectories that advance together (samples
+        of one CG trajectory, or blocks of equal length), one module call per frame.
+    seed
+        Frame ``t`` (of all chains) is generated with seed ``seed + t``.
+    previous
+        (chains, atoms, 3): the atomistic frame ``start - 1``; None: frame ``start`` takes the
+        non-temporal path.
+    start, stop
+        The frames to generate (default: all from ``start``).
+    progress
+        Called with the number of the last frame done plus one, after every frame.
+
+    Returns
+    -------
+    numpy.ndarray
+        (chains, stop - start, atoms, 3), nm, float32.
+    """
+    stop = cg.shape[1] if stop is None else stop
+    frames = []
+    prev = None if previous is None else torch.from_numpy(np.ascontiguousarray(previous, dtype=np.float32))
+    with torch.inference_mode():
+        for t in range(start, stop):
+            prev = module(torch.tensor(cg[:, t], dtype=torch.float32), prev, int(seed) + t)
+            frames.append(prev)
+            if progress is not None:
+                progress(t + 1)
+    if not frames:
+        return np.zeros((cg.shape[0], 0, 0, 3), dtype=np.float32)
+    return torch.stack(frames, dim=1).numpy()
 
 
 def read_metadata(path: str | os.PathLike) -> dict:

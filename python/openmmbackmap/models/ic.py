@@ -173,13 +173,21 @@ def _bead_features(mapping: Mapping) -> tuple[np.ndarray, np.ndarray, np.ndarray
     )
 
 
-def build_zmatrix(mapping: Mapping) -> ZMatrix:
+def build_zmatrix(mapping: Mapping, chain_first: bool = False) -> ZMatrix:
     """The Z-matrix of ``mapping``'s topology, anchored on its single-atom beads.
 
     Parameters
     ----------
     mapping
         The mapping the model backmaps from; its topology must have bonds.
+    chain_first
+        Place the neighbours of an atom in order of their heavy-atom neighbour count (chain
+        atoms before terminal substituents) and, among equally near references, prefer chain
+        atoms. Torsions along the main chain then become the free ones (for a peptide the
+        backbone phi and psi themselves, with the carbonyl O and CB placed as impropers),
+        instead of torsions of a terminal substituent that equal them only up to an
+        independently sampled improper deviation. The ``cvae`` family uses it: a basin's
+        persistence in time is then set by the generated torsion alone.
 
     Raises
     ------
@@ -202,6 +210,10 @@ def build_zmatrix(mapping: Mapping) -> ZMatrix:
     adjacency = ((adjacency + adjacency.T) > 0).astype(np.float64).tocsr()
     hops = scipy.sparse.csgraph.shortest_path(adjacency, unweighted=True, directed=False)
     neighbours = [sorted(int(j) for j in adjacency.indices[adjacency.indptr[i] : adjacency.indptr[i + 1]]) for i in range(n)]
+    # Chain atoms (more heavy neighbours) first; 0 for all without chain_first, so nothing changes.
+    chain_rank = [-int(heavy[neighbours[i]].sum()) if chain_first else 0 for i in range(n)]
+    if chain_first:
+        neighbours = [sorted(row, key=lambda j: chain_rank[j]) for row in neighbours]  # stable: index order on ties
 
     anchors = _anchors(mapping)
     anchored = len(anchors) >= 3
@@ -226,10 +238,10 @@ def build_zmatrix(mapping: Mapping) -> ZMatrix:
             near = [j for j in np.flatnonzero(hops[x] <= 4) if j in placed and j != a]
             pool = near if len(near) >= 2 else [j for j in placed if j != a]
             # Ties go to anchors: they sit exactly on the beads, so the geometry they fix is the CG's.
-            b = min(pool, key=lambda j: (big(hops[x, j]), j not in anchors, big(hops[a, j]), not heavy[j], placed[j]))
+            b = min(pool, key=lambda j: (big(hops[x, j]), j not in anchors, big(hops[a, j]), not heavy[j], chain_rank[j], placed[j]))
             c = min(
                 (j for j in pool if j != b),
-                key=lambda j: (big(hops[x, j]), big(hops[a, j]) + big(hops[b, j]), not heavy[j], placed[j]),
+                key=lambda j: (big(hops[x, j]), big(hops[a, j]) + big(hops[b, j]), not heavy[j], chain_rank[j], placed[j]),
             )
             row = (x, a, int(b), int(c))
         rows.append(row)
@@ -340,18 +352,21 @@ def dependent_limits(mean: np.ndarray, std: np.ndarray, improper: np.ndarray) ->
 # ---------------------------------------------------------------------- the TorchScript module
 
 
-class ICBackmapper(torch.nn.Module):
-    """The contract's module: CG beads in, atoms out, by sampled internal coordinates and NeRF.
+class ZMatrixModule(torch.nn.Module):
+    """What the internal-coordinate families share: the Z-matrix, CG features, NeRF placement.
 
-    Built by :meth:`from_statistics` (the training code fits the MLPs afterwards). Every
-    array it needs is a buffer or parameter, so ``torch.jit.script`` and ``torch.jit.load``
-    reproduce it without this class.
+    Holds every row's Gaussian statistics, samples bond lengths, angles and dependent
+    torsions (:meth:`sample_geometry`), places atoms (:meth:`place`) and superposes an
+    unanchored build onto the beads (:meth:`superpose`). Families add how the *free*
+    torsions are drawn: :class:`ICBackmapper` from the CG alone,
+    :class:`openmmbackmap.models.cvae.CVAEBackmapper` also from the previous frame. Every
+    array is a buffer, so ``torch.jit.script`` and ``torch.jit.load`` reproduce a subclass
+    without the Python classes.
     """
 
     n_atoms: int
     n_beads: int
     n_free: int
-    n_bins: int
     anchored: bool
     truncation: float
     level_starts: List[int]
@@ -365,8 +380,6 @@ class ICBackmapper(torch.nn.Module):
         phi_stats: tuple[np.ndarray, np.ndarray],
         free: np.ndarray,
         feature_stats: tuple[np.ndarray, np.ndarray],
-        hidden: int = 64,
-        n_bins: int = N_BINS,
     ):
         super().__init__()
         # Rows sorted by level (stable, so placement order holds within a level).
@@ -375,7 +388,6 @@ class ICBackmapper(torch.nn.Module):
         self.n_atoms = zmatrix.n_atoms
         self.n_beads = int(mapping_matrix.shape[0])
         self.anchored = bool(zmatrix.anchored)
-        self.n_bins = int(n_bins)
         self.truncation = float(TRUNCATION_SIGMA)
         levels = zmatrix.level[by_level]
         self.level_starts = [int(i) for i in np.flatnonzero(np.r_[True, levels[1:] != levels[:-1]])] + [len(rows)]
@@ -409,28 +421,6 @@ class ICBackmapper(torch.nn.Module):
         buffer("bead_torsions", zmatrix.bead_torsions, torch.long)
         buffer("feature_mean", feature_stats[0])
         buffer("feature_std", feature_stats[1])
-        n_features = len(feature_stats[0])
-        # Torsion k sees the CG features and sin/cos of the free torsions sampled before it.
-        inputs = n_features + 2 * self.n_free
-        mask = np.zeros((max(self.n_free, 1), inputs))
-        mask[:, :n_features] = 1.0
-        for k in range(self.n_free):
-            mask[k, n_features : n_features + 2 * k] = 1.0
-        buffer("input_mask", mask[: self.n_free] if self.n_free else mask[:0])
-        m = self.n_free
-
-        def uniform(*shape: int, fan_in: int) -> torch.nn.Parameter:
-            bound = 1.0 / math.sqrt(fan_in)
-            return torch.nn.Parameter(torch.empty(*shape).uniform_(-bound, bound))
-
-        self.w1 = uniform(m, inputs, hidden, fan_in=inputs)
-        self.b1 = uniform(m, hidden, fan_in=inputs)
-        self.w2 = uniform(m, hidden, hidden, fan_in=hidden)
-        self.b2 = uniform(m, hidden, fan_in=hidden)
-        self.w3 = uniform(m, hidden, self.n_bins, fan_in=hidden)
-        self.b3 = uniform(m, self.n_bins, fan_in=hidden)
-
-    # -------------------------------------------------------------- pieces
 
     def features(self, cg: torch.Tensor) -> torch.Tensor:
         """Rotation-invariant CG features (frames, F), standardised; sign-sensitive to mirror images."""
@@ -461,44 +451,14 @@ class ICBackmapper(torch.nn.Module):
             parts.append(y / norm)
         return (torch.cat(parts, dim=1) - self.feature_mean) / self.feature_std
 
-    def torsion_logits(self, features: torch.Tensor, previous: torch.Tensor, k: int) -> torch.Tensor:
-        """Logits (frames, bins) of free torsion ``k`` given CG features and sin/cos of all free torsions (masked)."""
-        x = torch.cat([features, previous], dim=1) * self.input_mask[k]
-        h = torch.nn.functional.silu(x @ self.w1[k] + self.b1[k])
-        h = torch.nn.functional.silu(h @ self.w2[k] + self.b2[k])
-        return h @ self.w3[k] + self.b3[k]
-
-    @torch.jit.ignore
-    def all_torsion_logits(self, features: torch.Tensor, free_sincos: torch.Tensor) -> torch.Tensor:
-        """Logits (frames, free, bins) of every free torsion at once (teacher forcing, for training)."""
-        x = torch.cat([features, free_sincos], dim=1)[:, None, :] * self.input_mask[None]
-        h = torch.nn.functional.silu(torch.einsum("bki,kih->bkh", x, self.w1) + self.b1)
-        h = torch.nn.functional.silu(torch.einsum("bki,kih->bkh", h, self.w2) + self.b2)
-        return torch.einsum("bki,kih->bkh", h, self.w3) + self.b3
-
-    def sample_internal(self, features: torch.Tensor, generator: torch.Generator) -> List[torch.Tensor]:
-        """Sampled (r, theta, phi), each (frames, rows) in level order."""
-        frames = features.size(0)
+    def sample_geometry(self, frames: int, generator: torch.Generator) -> List[torch.Tensor]:
+        """Bond lengths, angles and dependent torsions (each (frames, rows), level order); free torsions left at 0."""
         rows = self.x_index.size(0)
         z = torch.randn(3, frames, rows, generator=generator).clamp(-self.truncation, self.truncation)
         r = self.r_mean + self.r_std * z[0]
         theta = self.theta_mean + self.theta_std * z[1]
         deviation = torch.maximum(torch.minimum(self.phi_std * z[2], self.phi_limit), -self.phi_limit)
         phi = self.phi_mean + deviation
-        if self.n_free > 0:
-            gumbel = -torch.log(-torch.log(torch.rand(self.n_free, frames, self.n_bins, generator=generator).clamp(1e-10, 1.0 - 1e-7)))
-            jitter = torch.rand(self.n_free, frames, generator=generator)
-            width = 2.0 * math.pi / self.n_bins
-            previous = torch.zeros(frames, 2 * self.n_free, dtype=features.dtype)
-            values: List[torch.Tensor] = []
-            for k in range(self.n_free):
-                logits = self.torsion_logits(features, previous, k)
-                index = torch.argmax(logits + gumbel[k], dim=1)
-                angle = -math.pi + (index.to(features.dtype) + jitter[k]) * width
-                values.append(angle)
-                previous[:, 2 * k] = torch.sin(angle)
-                previous[:, 2 * k + 1] = torch.cos(angle)
-            phi = phi.index_copy(1, self.free_rows, torch.stack(values, dim=1))
         return [r, theta, phi]
 
     def place(self, cg: torch.Tensor, r: torch.Tensor, theta: torch.Tensor, phi: torch.Tensor) -> torch.Tensor:
@@ -538,6 +498,99 @@ class ICBackmapper(torch.nn.Module):
         rotation_t = (u * flip[:, None, :]) @ vh  # row vectors: x' = x @ rotation_t
         return ((p - mapped_centre) @ rotation_t + target_centre).to(atoms.dtype)
 
+    def build(self, cg: torch.Tensor, r: torch.Tensor, theta: torch.Tensor, phi: torch.Tensor) -> torch.Tensor:
+        """Atoms placed by NeRF and, for an unanchored Z-matrix, superposed onto ``cg``."""
+        atoms = self.place(cg, r, theta, phi)
+        if not self.anchored:
+            atoms = self.superpose(atoms, cg)
+        return atoms
+
+
+class ICBackmapper(ZMatrixModule):
+    """The contract's module: CG beads in, atoms out, by sampled internal coordinates and NeRF.
+
+    Free torsions come from per-torsion MLPs over the CG features and the free torsions
+    sampled before them (the training code fits the MLPs after construction).
+    """
+
+    n_bins: int
+
+    def __init__(
+        self,
+        zmatrix: ZMatrix,
+        mapping_matrix: np.ndarray,
+        r_stats: tuple[np.ndarray, np.ndarray],
+        theta_stats: tuple[np.ndarray, np.ndarray],
+        phi_stats: tuple[np.ndarray, np.ndarray],
+        free: np.ndarray,
+        feature_stats: tuple[np.ndarray, np.ndarray],
+        hidden: int = 64,
+        n_bins: int = N_BINS,
+    ):
+        super().__init__(zmatrix, mapping_matrix, r_stats, theta_stats, phi_stats, free, feature_stats)
+        self.n_bins = int(n_bins)
+
+        def buffer(name: str, value, dtype=torch.float32) -> None:
+            self.register_buffer(name, torch.as_tensor(np.asarray(value), dtype=dtype))
+
+        n_features = len(feature_stats[0])
+        # Torsion k sees the CG features and sin/cos of the free torsions sampled before it.
+        inputs = n_features + 2 * self.n_free
+        mask = np.zeros((max(self.n_free, 1), inputs))
+        mask[:, :n_features] = 1.0
+        for k in range(self.n_free):
+            mask[k, n_features : n_features + 2 * k] = 1.0
+        buffer("input_mask", mask[: self.n_free] if self.n_free else mask[:0])
+        m = self.n_free
+
+        def uniform(*shape: int, fan_in: int) -> torch.nn.Parameter:
+            bound = 1.0 / math.sqrt(fan_in)
+            return torch.nn.Parameter(torch.empty(*shape).uniform_(-bound, bound))
+
+        self.w1 = uniform(m, inputs, hidden, fan_in=inputs)
+        self.b1 = uniform(m, hidden, fan_in=inputs)
+        self.w2 = uniform(m, hidden, hidden, fan_in=hidden)
+        self.b2 = uniform(m, hidden, fan_in=hidden)
+        self.w3 = uniform(m, hidden, self.n_bins, fan_in=hidden)
+        self.b3 = uniform(m, self.n_bins, fan_in=hidden)
+
+    # -------------------------------------------------------------- pieces
+
+    def torsion_logits(self, features: torch.Tensor, previous: torch.Tensor, k: int) -> torch.Tensor:
+        """Logits (frames, bins) of free torsion ``k`` given CG features and sin/cos of all free torsions (masked)."""
+        x = torch.cat([features, previous], dim=1) * self.input_mask[k]
+        h = torch.nn.functional.silu(x @ self.w1[k] + self.b1[k])
+        h = torch.nn.functional.silu(h @ self.w2[k] + self.b2[k])
+        return h @ self.w3[k] + self.b3[k]
+
+    @torch.jit.ignore
+    def all_torsion_logits(self, features: torch.Tensor, free_sincos: torch.Tensor) -> torch.Tensor:
+        """Logits (frames, free, bins) of every free torsion at once (teacher forcing, for training)."""
+        x = torch.cat([features, free_sincos], dim=1)[:, None, :] * self.input_mask[None]
+        h = torch.nn.functional.silu(torch.einsum("bki,kih->bkh", x, self.w1) + self.b1)
+        h = torch.nn.functional.silu(torch.einsum("bki,kih->bkh", h, self.w2) + self.b2)
+        return torch.einsum("bki,kih->bkh", h, self.w3) + self.b3
+
+    def sample_internal(self, features: torch.Tensor, generator: torch.Generator) -> List[torch.Tensor]:
+        """Sampled (r, theta, phi), each (frames, rows) in level order."""
+        frames = features.size(0)
+        r, theta, phi = self.sample_geometry(frames, generator)
+        if self.n_free > 0:
+            gumbel = -torch.log(-torch.log(torch.rand(self.n_free, frames, self.n_bins, generator=generator).clamp(1e-10, 1.0 - 1e-7)))
+            jitter = torch.rand(self.n_free, frames, generator=generator)
+            width = 2.0 * math.pi / self.n_bins
+            previous = torch.zeros(frames, 2 * self.n_free, dtype=features.dtype)
+            values: List[torch.Tensor] = []
+            for k in range(self.n_free):
+                logits = self.torsion_logits(features, previous, k)
+                index = torch.argmax(logits + gumbel[k], dim=1)
+                angle = -math.pi + (index.to(features.dtype) + jitter[k]) * width
+                values.append(angle)
+                previous[:, 2 * k] = torch.sin(angle)
+                previous[:, 2 * k + 1] = torch.cos(angle)
+            phi = phi.index_copy(1, self.free_rows, torch.stack(values, dim=1))
+        return [r, theta, phi]
+
     # -------------------------------------------------------------- the contract
 
     def forward(self, cg: torch.Tensor, previous: Optional[torch.Tensor], seed: int) -> torch.Tensor:
@@ -551,10 +604,7 @@ class ICBackmapper(torch.nn.Module):
             generator.manual_seed(seed)
             features = self.features(cg)
             internal = self.sample_internal(features, generator)
-            atoms = self.place(cg, internal[0], internal[1], internal[2])
-            if not self.anchored:
-                atoms = self.superpose(atoms, cg)
-            return atoms
+            return self.build(cg, internal[0], internal[1], internal[2])
 
 
 # ---------------------------------------------------------------------- family

@@ -1,0 +1,242 @@
+"""The ``cvae`` family: temporally coherent backmapping with a conditional variational autoencoder.
+
+Frame ``t`` is generated conditioned on CG frame ``t`` *and* on the atomistic frame generated
+at ``t - 1`` (the approach of Shmilovich et al., "Temporally coherent backmapping of molecular
+trajectories from coarse-grained to atomistic resolution", arXiv:2205.05213), so that a
+backmapped trajectory stays in the rotamers and basins it was in as long as the CG lets it,
+instead of redrawing them every frame. The first frame, or any frame given ``previous=None``,
+takes the non-temporal path of the same network.
+
+What is generated, and how (built on :mod:`openmmbackmap.models.ic`):
+
+- the geometry is the ``ic`` family's: the same Z-matrix (:func:`~openmmbackmap.models.ic.build_zmatrix`),
+  the same Gaussian bond lengths, angles and clipped dependent torsions, the same NeRF
+  placement and superposition (:class:`~openmmbackmap.models.ic.ZMatrixModule`), so bonds,
+  chirality and trans peptides are right by construction;
+- the *free* torsions (backbone phi/psi-like torsions, rotors) come from the CVAE. Its
+  condition ``c`` is the rotation-invariant CG features of frame ``t``, the sine and cosine
+  of the previous frame's free torsions, and a flag that says whether there was a previous
+  frame (zeros and flag 0 on the non-temporal path; during training the previous frame is
+  dropped at random, ``condition_dropout``, so one network learns both). The CG image of the
+  previous frame is deliberately left out: in training it is the exact CG, along a generated
+  trajectory only an approximation of it (an unanchored build is a best fit to the beads),
+  and that mismatch made generated trajectories hop between basins more;
+- with the Z-matrix built ``chain_first`` the free torsions are the backbone phi and psi
+  themselves (plus rotors), so the basin of frame ``t - 1`` is exactly in the condition;
+- a latent ``z`` (``latent`` dimensions) has a learnt conditional Gaussian prior
+  ``p(z | c)``; the encoder ``q(z | torsions, c)`` is used in training only; the decoder
+  ``p(torsions | z, c)`` is a categorical distribution over :data:`~openmmbackmap.models.ic.N_BINS`
+  bins per free torsion, independent given ``z`` (so correlations between torsions, e.g.
+  phi and psi, have to pass through ``z``), sampled by the Gumbel-max trick with a uniform
+  jitter inside the bin;
+- training maximises the evidence lower bound (cross-entropy of the torsion bins plus the KL
+  divergence of ``q`` from the prior), :func:`openmmbackmap.training.train_cvae`, on pairs of
+  frames ``stride`` apart. A model backmaps trajectories whose frames are that far apart;
+  the spacing is recorded in the file (``provenance["temporal"]``) and
+  :meth:`openmmbackmap.models.base.Backmapper.trajectory` runs it along a trajectory.
+
+Everything is rotation- and translation-invariant until the final placement (features,
+torsions of the previous frame), which is equivariant, so the output moves with ``cg``
+whatever the orientation of ``previous``.
+
+Examples
+--------
+>>> from openmmbackmap import io
+>>> from openmmbackmap.models import load_backmapper
+>>> backmapper = load_backmapper(io.bundled("models/ala2_residue_com_cvae.pt"))
+>>> topology, positions = io.load_topology(io.bundled("alanine_dipeptide/ala2.pdb"))
+>>> cg = backmapper.mapping.map(positions[None].repeat(10, axis=0))  # 10 frames of 3 beads
+>>> backmapper.trajectory(cg, samples=2, seed=1).shape                 # frame t sees frame t-1
+(2, 10, 22, 3)
+"""
+
+import math
+from typing import List, Optional, Tuple
+
+import numpy as np
+import torch
+
+from openmmbackmap.errors import MappingError
+from openmmbackmap.mapping import Mapping
+from openmmbackmap.models.ic import N_BINS, ZMatrix, ZMatrixModule, build_zmatrix
+
+
+
+def _mlp(inputs: int, hidden: int, outputs: int) -> torch.nn.Sequential:
+    return torch.nn.Sequential(
+        torch.nn.Linear(inputs, hidden), torch.nn.SiLU(),
+        torch.nn.Linear(hidden, hidden), torch.nn.SiLU(),
+        torch.nn.Linear(hidden, outputs),
+    )
+
+
+class CVAEBackmapper(ZMatrixModule):
+    """The contract's module: CG frame ``t`` and atomistic frame ``t - 1`` in, atomistic frame ``t`` out.
+
+    Parameters are those of :class:`~openmmbackmap.models.ic.ZMatrixModule` plus the network
+    sizes; :func:`openmmbackmap.training.train_cvae` builds and fits it.
+
+    Attributes
+    ----------
+    prior, encoder, decoder
+        MLPs: condition -> (mean, log variance) of ``z``; condition and the true torsions
+        (sin, cos) -> the same (training only); condition and ``z`` -> torsion-bin logits.
+    """
+
+    n_bins: int
+    latent: int
+    n_features: int
+    condition_size: int
+
+    def __init__(
+        self,
+        zmatrix: ZMatrix,
+        mapping_matrix: np.ndarray,
+        r_stats: tuple[np.ndarray, np.ndarray],
+        theta_stats: tuple[np.ndarray, np.ndarray],
+        phi_stats: tuple[np.ndarray, np.ndarray],
+        free: np.ndarray,
+        feature_stats: tuple[np.ndarray, np.ndarray],
+        hidden: int = 128,
+        latent: int = 8,
+        n_bins: int = N_BINS,
+    ):
+        super().__init__(zmatrix, mapping_matrix, r_stats, theta_stats, phi_stats, free, feature_stats)
+        if self.n_free == 0:
+            raise MappingError(
+                "the cvae family generates free torsions, and this Z-matrix has none (every torsion is "
+                "fixed by the CG or the bonded geometry): use the ic family"
+            )
+        self.n_bins = int(n_bins)
+        self.latent = int(latent)
+        self.n_features = int(len(feature_stats[0]))
+        # Atoms (x, a, b, c) of each free torsion, in the order of free_rows: measured on the previous frame.
+        free_atoms = zmatrix.rows[np.flatnonzero(free)]
+        assert (free_atoms < zmatrix.n_atoms).all(), "a free torsion never involves a virtual point"
+        self.register_buffer("free_atoms", torch.as_tensor(free_atoms, dtype=torch.long))
+        m = self.n_free
+        # CG features of t, sin/cos of t-1's free torsions, the has-previous flag.
+        self.condition_size = self.n_features + 2 * m + 1
+        condition = self.condition_size
+        self.prior = _mlp(condition, hidden, 2 * self.latent)
+        self.encoder = _mlp(condition + 2 * m, hidden, 2 * self.latent)
+        self.decoder = _mlp(condition + self.latent, hidden, m * self.n_bins)
+
+    # -------------------------------------------------------------- pieces
+
+    def free_torsions(self, atoms: torch.Tensor) -> torch.Tensor:
+        """The free torsions (frames, free) of atomistic frames, radians (mdtraj's convention)."""
+        p0 = atoms.index_select(1, self.free_atoms[:, 0])
+        p1 = atoms.index_select(1, self.free_atoms[:, 1])
+        p2 = atoms.index_select(1, self.free_atoms[:, 2])
+        p3 = atoms.index_select(1, self.free_atoms[:, 3])
+        b1, b2, b3 = p1 - p0, p2 - p1, p3 - p2
+        n1 = torch.linalg.cross(b1, b2)
+        n2 = torch.linalg.cross(b2, b3)
+        x = (n1 * n2).sum(-1)
+        y = (torch.linalg.cross(n1, n2) * b2).sum(-1) / torch.linalg.vector_norm(b2, dim=-1).clamp_min(1e-12)
+        return torch.atan2(y, x)
+
+    def condition(self, cg: torch.Tensor, previous: Optional[torch.Tensor]) -> torch.Tensor:
+        """The CVAE's condition (frames, C): zeros and flag 0 in place of the previous frame when there is none."""
+        features = self.features(cg)
+        frames = cg.size(0)
+        if previous is None:
+            rest = torch.zeros(frames, 2 * self.n_free + 1, dtype=features.dtype)
+        else:
+            torsions = self.free_torsions(previous.to(features.dtype))
+            rest = torch.cat([torch.sin(torsions), torch.cos(torsions), torch.ones(frames, 1, dtype=features.dtype)], dim=1)
+        return torch.cat([features, rest], dim=1)
+
+    def gaussian(self, parameters: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Mean and log variance from a network's output (frames, 2 * latent)."""
+        mean, log_variance = parameters.chunk(2, dim=1)
+        return mean, log_variance.clamp(-10.0, 4.0)  # numerical safety only
+
+    def logits(self, condition: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """Torsion-bin logits (frames, free, bins) of the decoder."""
+        return self.decoder(torch.cat([condition, z], dim=1)).view(-1, self.n_free, self.n_bins)
+
+    def sample_free(self, condition: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Free torsions (frames, free), radians: ``z`` from the prior, bins from the decoder, jitter in the bin."""
+        frames = condition.size(0)
+        mean, log_variance = self.gaussian(self.prior(condition))
+        epsilon = torch.randn(frames, self.latent, generator=generator)
+        z = mean + torch.exp(0.5 * log_variance) * epsilon
+        uniform = torch.rand(frames, self.n_free, self.n_bins, generator=generator).clamp(1e-10, 1.0 - 1e-7)
+        index = torch.argmax(self.logits(condition, z) - torch.log(-torch.log(uniform)), dim=2)
+        jitter = torch.rand(frames, self.n_free, generator=generator)
+        width = 2.0 * math.pi / self.n_bins
+        return -math.pi + (index.to(condition.dtype) + jitter) * width
+
+    # -------------------------------------------------------------- the contract
+
+    def forward(self, cg: torch.Tensor, previous: Optional[torch.Tensor], seed: int) -> torch.Tensor:
+        if cg.dim() != 3 or cg.size(1) != self.n_beads or cg.size(2) != 3:
+            raise RuntimeError(
+                "cvae backmapper takes CG coordinates of shape (frames, " + str(self.n_beads) + ", 3); got " + str(cg.shape)
+            )
+        if previous is not None:
+            if previous.dim() != 3 or previous.size(0) != cg.size(0) or previous.size(1) != self.n_atoms or previous.size(2) != 3:
+                raise RuntimeError(
+                    "cvae backmapper: previous (the atomistic frames generated before these) must have shape ("
+                    + str(cg.size(0)) + ", " + str(self.n_atoms) + ", 3); got " + str(previous.shape)
+                )
+        with torch.no_grad():
+            cg = cg.to(torch.float32)
+            generator = torch.Generator()
+            generator.manual_seed(seed)
+            r, theta, phi = self.sample_geometry(cg.size(0), generator)
+            torsions = self.sample_free(self.condition(cg, previous), generator)
+            phi = phi.index_copy(1, self.free_rows, torsions)
+            return self.build(cg, r, theta, phi)
+
+
+# ---------------------------------------------------------------------- family
+
+
+class CVAEFamily:
+    """Factory of the ``cvae`` family (registered as ``"cvae"``).
+
+    Parameters
+    ----------
+    **options
+        Training options passed on to :func:`openmmbackmap.training.train_cvae` (``stride``,
+        ``hidden``, ``latent``, ``condition_dropout``, ``max_epochs``, ``seed``...).
+
+    Examples
+    --------
+    >>> from openmmbackmap.models import create_family
+    >>> family = create_family("cvae", stride=1, latent=8)
+    >>> result = family.train(mapping, [trajectory_xyz])            # doctest: +SKIP
+    >>> family.save(result, "model.pt")                              # doctest: +SKIP
+    """
+
+    name = "cvae"
+    #: Frame t depends on frame t - 1: run it along trajectories, not frame by frame.
+    temporal = True
+
+    def __init__(self, **options):
+        self.options = options
+
+    def zmatrix(self, mapping: Mapping) -> ZMatrix:
+        return build_zmatrix(mapping, chain_first=self.options.get("chain_first", True))
+
+    def train(self, mapping: Mapping, segments, **options):
+        """Train on atomistic segments (each (frames, atoms, 3) nm, contiguous in time); see :func:`openmmbackmap.training.train_cvae`."""
+        from openmmbackmap.training import train_cvae
+
+        return train_cvae(mapping, segments, **{**self.options, **options})
+
+    def save(self, result, path):
+        """Save a :class:`openmmbackmap.training.TrainingResult` with its metadata."""
+        from openmmbackmap.training import save_result
+
+        return save_result(result, path)
+
+
+from openmmbackmap.models import register_family  # noqa: E402  (the registry imports nothing from here)
+
+register_family("cvae", CVAEFamily)
+
+__all__ = ["CVAEBackmapper", "CVAEFamily"]
