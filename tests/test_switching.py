@@ -17,7 +17,6 @@ import sys
 import time
 from pathlib import Path
 
-import mdtraj
 import numpy as np
 import openmm
 import openmm.app as app
@@ -31,7 +30,7 @@ from openmmbackmap.data import reference_system
 from openmmbackmap.errors import InputError
 from openmmbackmap.models import load_backmapper
 from openmmbackmap.relax import RelaxationSettings, RestrainedRelaxation, flexible_copy
-from openmmbackmap.switch_config import load_config, run_config
+from openmmbackmap.switch_config import load_config
 from openmmbackmap.switching import (
     AtomisticTrajectoryReporter,
     MultiscaleSimulation,

@@ -51,7 +51,7 @@ Examples
 """
 
 import math
-from typing import List, Optional, Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 import torch
