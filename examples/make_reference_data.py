@@ -10,22 +10,40 @@ Alanine dipeptide, 100 ns (10 x 10 ns, one frame per ps, amber99sbildn + OBC, 30
 
     .venv/bin/python examples/make_reference_data.py ala2 --out-dir reference-data/ala2
 
-Chignolin CLN025, 60 ns (12 x 5 ns, one frame per 10 ps, segments at 300/340/300/380 K)::
+Chignolin CLN025, 60 ns (12 x 5 ns, one frame per 10 ps, hydrogen mass 4 amu and 4 fs steps)::
 
     .venv/bin/python examples/make_reference_data.py cln025 --segments 12 --ns-per-segment 5 \
         --frame-ps 10 --out-dir reference-data/cln025
 
-The starting structure is the bundled ``data/alanine_dipeptide/ala2.pdb`` (see
-examples/make_demo_data.py for how it was made).
+Every CLN025 segment starts from the bundled folded structure ``data/chignolin/cln025.pdb``
+(native-like, built to the crystal structure 5AWL's geometry by
+examples/make_chignolin_structure.py). The segments cycle through the temperature ladder
+300, 340, 300, 370, 300, 400 K: half the data at 300 K, where amber99sbildn + OBC keeps the
+hairpin folded, half at elevated temperature, where it unfolds (and refolds), so that the set
+holds folded and unfolded states. Each segment's temperature is in its JSON
+(``temperature_K``) and in ``dataset.json`` (``segment_temperatures_K``), with the folded
+fraction of each segment (``folded_fraction``, :mod:`openmmbackmap.bench.folding`: C-alpha
+RMSD at most 0.2 nm from the bundled folded structure).
+
+The alanine-dipeptide starting structure is the bundled ``data/alanine_dipeptide/ala2.pdb``
+(see examples/make_demo_data.py for how it was made).
+
+A segment done before is skipped only if it was run from the same starting structure
+(``input_sha256`` in its JSON); otherwise the script stops rather than mix two starts in one set.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import time
 from pathlib import Path
 
+import numpy as np
+
 from openmmbackmap import io
+from openmmbackmap.bench import folding
 from openmmbackmap.data import run_reference_simulation
 
 SYSTEMS = {
@@ -37,15 +55,17 @@ SYSTEMS = {
         "hydrogen_mass": None,
         "temperatures": (300.0,),
     },
-    # Chignolin CLN025: segments cycle through a temperature ladder so that the data holds
-    # folded and unfolded states; HMR with 4 fs steps doubles the speed (shared/FACTS.md).
+    # Chignolin CLN025 from its folded structure: segments cycle through a temperature ladder so
+    # that the data holds folded (300 K) and unfolded (340-400 K) states; HMR with 4 fs steps
+    # doubles the speed (shared/FACTS.md).
     "cln025": {
         "structure": "chignolin/cln025.pdb",
         "forcefield_files": ("amber99sbildn.xml", "amber99_obc.xml"),
         "platform": "CPU",
         "timestep_fs": 4.0,
         "hydrogen_mass": 4.0,
-        "temperatures": (300.0, 340.0, 300.0, 380.0),
+        "temperatures": (300.0, 340.0, 300.0, 370.0, 300.0, 400.0),
+        "folded_reference": "chignolin/cln025.pdb",
     },
 }
 
@@ -65,31 +85,60 @@ def main() -> None:
 
     system = SYSTEMS[args.system]
     args.out_dir.mkdir(parents=True, exist_ok=True)
+    structure = io.bundled(system["structure"])
+    structure_sha256 = hashlib.sha256(structure.read_bytes()).hexdigest()
     timestep_fs = system["timestep_fs"]
     n_steps = round(args.ns_per_segment * 1e6 / timestep_fs)
     report_interval = round(args.frame_ps * 1e3 / timestep_fs)
+    temperatures = [args.temperature or system["temperatures"][k % len(system["temperatures"])]
+                    for k in range(args.segments)]
+    folded_fractions: list[float | None] = []
     for segment in range(args.segments):
         prefix = args.out_dir / f"{args.system}_{segment:03d}"
-        if prefix.with_name(prefix.name + ".json").exists():
-            print(f"segment {segment}: done before, skipped")
-            continue
-        start = time.perf_counter()
-        provenance = run_reference_simulation(
-            io.bundled(system["structure"]), prefix,
-            forcefield_files=system["forcefield_files"],
-            temperature=args.temperature or system["temperatures"][segment % len(system["temperatures"])],
-            hydrogen_mass=system["hydrogen_mass"],
-            timestep_fs=timestep_fs, n_steps=n_steps, report_interval=report_interval,
-            seed=args.seed + segment, platform=args.platform or system["platform"],
-            equilibration_steps=10_000, save_positions=True,
-        )
-        print(f"segment {segment}: {provenance['n_frames']} frames, {provenance['ns_per_day']:.0f} ns/day, "
-              f"{time.perf_counter() - start:.0f} s", flush=True)
+        provenance_path = prefix.with_name(prefix.name + ".json")
+        if provenance_path.exists():
+            provenance = json.loads(provenance_path.read_text())
+            if provenance.get("input_sha256") != structure_sha256:
+                raise SystemExit(f"{provenance_path} was run from another {structure.name}; "
+                                 f"move the old segments away or choose another --out-dir")
+            print(f"segment {segment}: done before, skipped", flush=True)
+        else:
+            start = time.perf_counter()
+            print(f"segment {segment}: {temperatures[segment]:.0f} K, {args.ns_per_segment} ns, started "
+                  f"{time.strftime('%Y-%m-%d %H:%M:%S')}", flush=True)
+            provenance = run_reference_simulation(
+                structure, prefix,
+                forcefield_files=system["forcefield_files"],
+                temperature=temperatures[segment],
+                hydrogen_mass=system["hydrogen_mass"],
+                timestep_fs=timestep_fs, n_steps=n_steps, report_interval=report_interval,
+                seed=args.seed + segment, platform=args.platform or system["platform"],
+                equilibration_steps=10_000, save_positions=True,
+            )
+            print(f"segment {segment}: {provenance['n_frames']} frames, {provenance['ns_per_day']:.0f} ns/day, "
+                  f"{time.perf_counter() - start:.0f} s", flush=True)
+        folded_fractions.append(_folded_fraction(system, prefix, provenance))
+        if folded_fractions[-1] is not None:
+            print(f"segment {segment}: {provenance['temperature_K']:.0f} K, folded fraction "
+                  f"{folded_fractions[-1]:.2f}", flush=True)
     summary = {"system": args.system, "segments": args.segments, "ns_per_segment": args.ns_per_segment,
                "frame_ps": args.frame_ps, "temperatures": [args.temperature] if args.temperature else list(system["temperatures"]),
-               "seed": args.seed}
+               "segment_temperatures_K": temperatures, "seed": args.seed,
+               "structure": system["structure"], "structure_sha256": structure_sha256}
+    if "folded_reference" in system:
+        summary["folded_definition"] = (f"openmmbackmap.bench.folding.folded_mask: C-alpha RMSD <= "
+                                        f"{folding.FOLDED_CA_RMSD} nm from {system['folded_reference']}")
+        summary["folded_fraction"] = folded_fractions
     io.write_json(args.out_dir / "dataset.json", summary)
 
+
+def _folded_fraction(system: dict, prefix: Path, provenance: dict) -> float | None:
+    """Folded fraction of a finished segment (None for a system without a folded reference)."""
+    if "folded_reference" not in system:
+        return None
+    topology, reference = io.load_topology(io.bundled(system["folded_reference"]))
+    xyz = np.load(prefix.with_name(provenance["files"]["positions"]), mmap_mode="r")
+    return folding.folded_fraction(np.asarray(xyz), topology, reference)
 
 if __name__ == "__main__":
     main()

@@ -1,0 +1,229 @@
+"""Folded or not: the folded-state definition used for chignolin (CLN025) data and benchmarks.
+
+**Definition.** A frame is *folded* when the RMSD of its C-alpha atoms from those of the folded
+reference structure, after optimal superposition of the C-alpha atoms, is at most
+:data:`FOLDED_CA_RMSD` = 0.2 nm. The folded fraction of a trajectory is the fraction of its
+frames that are folded. For CLN025 the reference is the bundled ``chignolin/cln025.pdb``,
+which is built to the crystal structure's geometry (PDB 5AWL; see
+examples/make_chignolin_structure.py).
+
+Why this one:
+
+- C-alpha RMSD is the usual folding coordinate of chignolin simulations, alongside the
+  fraction of native contacts, and 0.2 nm is a common folded cutoff for it.
+- It needs only the C-alpha atoms, which every representation in this project has: atomistic
+  frames, backmapped frames and coarse-grained C-alpha (``ca`` mapping) frames. A folded
+  fraction can thus be compared between a CG simulation, its backmapped trajectory and the
+  atomistic reference with one definition.
+- On our amber99sbildn + OBC runs the folded basin sits at 0.03-0.12 nm and the unfolded
+  chain beyond 0.3 nm; 0.2 nm is in the gap between them.
+
+:func:`native_contacts_fraction` gives the complementary, alignment-free coordinate Q of
+Best, Hummer and Eaton (PNAS 2013; the one used for the fast-folding proteins of
+Lindorff-Larsen et al., Science 2011): contacts are heavy-atom pairs of residues more than
+three apart that lie within 0.45 nm in the reference, and Q is the mean over them of
+``1 / (1 + exp(beta * (r - lambda * r0)))`` with beta = 50 /nm and lambda = 1.8. It needs heavy
+atoms, so it is for atomistic frames only.
+
+All functions are pure: coordinates (frames, atoms, 3) in nm and a topology in, numbers out.
+
+Examples
+--------
+>>> import numpy as np
+>>> from openmmbackmap import io
+>>> topology, folded = io.load_topology(io.bundled("chignolin/cln025.pdb"))
+>>> folded_mask(folded[None], topology, folded).tolist()
+[True]
+>>> round(float(native_contacts_fraction(folded[None], topology, folded)[0]), 3)
+1.0
+>>> stretched = folded.copy()
+>>> stretched[:, 0] *= 3.0                      # pull the strands apart along x
+>>> folded_fraction(np.stack([folded, stretched]), topology, folded)
+0.5
+"""
+
+from __future__ import annotations
+
+import mdtraj
+import numpy as np
+import openmm.app as app
+
+from openmmbackmap import geometry, io
+from openmmbackmap.errors import InputError
+
+__all__ = [
+    "FOLDED_CA_RMSD",
+    "ca_indices",
+    "ca_rmsd",
+    "folded_mask",
+    "folded_fraction",
+    "native_contacts",
+    "native_contacts_fraction",
+]
+
+#: C-alpha RMSD (nm) from the folded reference at or below which a frame counts as folded.
+FOLDED_CA_RMSD = 0.2
+
+
+def _frames(xyz: np.ndarray, n_atoms: int, what: str) -> np.ndarray:
+    xyz = np.asarray(xyz, dtype=np.float64)
+    if xyz.ndim == 2:
+        xyz = xyz[None]
+    if xyz.ndim != 3 or xyz.shape[1:] != (n_atoms, 3):
+        raise InputError(f"{what} has shape {xyz.shape}; expected (frames, {n_atoms}, 3) for this topology")
+    return xyz
+
+
+def ca_indices(topology: app.Topology | mdtraj.Topology) -> np.ndarray:
+    """Indices of the particles named ``CA``: C-alpha atoms, or the beads of a ``ca`` CG mapping.
+
+    Raises
+    ------
+    InputError
+        If there are fewer than three (no RMSD after superposition can tell folded from not).
+    """
+    top = io.to_mdtraj_topology(topology)
+    indices = np.array([atom.index for atom in top.atoms if atom.name == "CA"], dtype=np.int64)
+    if len(indices) < 3:
+        raise InputError(f"the topology has {len(indices)} particles named CA; at least 3 are needed")
+    return indices
+
+
+def ca_rmsd(
+    xyz: np.ndarray, topology: app.Topology | mdtraj.Topology, reference_xyz: np.ndarray
+) -> np.ndarray:
+    """C-alpha RMSD (nm) of each frame from the reference, after superposing the C-alpha atoms.
+
+    Parameters
+    ----------
+    xyz
+        (frames, atoms, 3) or (atoms, 3), nm.
+    topology
+        Topology of ``xyz`` and ``reference_xyz`` (OpenMM or mdtraj; atomistic or C-alpha CG).
+    reference_xyz
+        (atoms, 3) or (1, atoms, 3): the folded structure, nm.
+
+    Returns
+    -------
+    numpy.ndarray
+        (frames,) RMSD in nm; 0 for the reference itself.
+    """
+    ca = ca_indices(topology)
+    n_atoms = io.to_mdtraj_topology(topology).n_atoms
+    xyz = _frames(xyz, n_atoms, "xyz")
+    reference = _frames(reference_xyz, n_atoms, "reference_xyz")
+    if len(reference) != 1:
+        raise InputError(f"reference_xyz must be one frame, got {len(reference)}")
+    return geometry.aligned_rmsd(xyz[:, ca], reference[:, ca])
+
+
+def folded_mask(
+    xyz: np.ndarray,
+    topology: app.Topology | mdtraj.Topology,
+    reference_xyz: np.ndarray,
+    cutoff: float = FOLDED_CA_RMSD,
+) -> np.ndarray:
+    """Which frames are folded: C-alpha RMSD from the folded reference at most ``cutoff`` nm.
+
+    Parameters
+    ----------
+    xyz, topology, reference_xyz
+        As for :func:`ca_rmsd`.
+    cutoff
+        nm; :data:`FOLDED_CA_RMSD` (0.2 nm) by default, the definition used for CLN025.
+
+    Returns
+    -------
+    numpy.ndarray
+        (frames,) booleans.
+    """
+    return ca_rmsd(xyz, topology, reference_xyz) <= cutoff
+
+
+def folded_fraction(
+    xyz: np.ndarray,
+    topology: app.Topology | mdtraj.Topology,
+    reference_xyz: np.ndarray,
+    cutoff: float = FOLDED_CA_RMSD,
+) -> float:
+    """Fraction of frames that :func:`folded_mask` calls folded (ideal: the reference data's value).
+
+    Raises
+    ------
+    InputError
+        If ``xyz`` has no frames.
+    """
+    mask = folded_mask(xyz, topology, reference_xyz, cutoff)
+    if mask.size == 0:
+        raise InputError("no frames: the folded fraction of an empty trajectory is undefined")
+    return float(mask.mean())
+
+
+def native_contacts(
+    topology: app.Topology | mdtraj.Topology,
+    reference_xyz: np.ndarray,
+    cutoff: float = 0.45,
+    min_residue_separation: int = 4,
+) -> np.ndarray:
+    """Heavy-atom pairs in contact in the reference: (contacts, 2) atom indices.
+
+    Pairs of heavy atoms whose residues are at least ``min_residue_separation`` apart (more
+    than three, as Best, Hummer and Eaton) and closer than ``cutoff`` nm in ``reference_xyz``.
+
+    Raises
+    ------
+    InputError
+        If the reference has no such contact (a CG topology without elements, or a chain too
+        short or too open to have any).
+    """
+    top = io.to_mdtraj_topology(topology)
+    reference = _frames(reference_xyz, top.n_atoms, "reference_xyz")[:1]
+    # particles without an element (CG beads) become mdtraj's "virtual" element: not heavy atoms
+    heavy = [a for a in top.atoms if a.element not in (None, mdtraj.element.virtual, mdtraj.element.hydrogen)]
+    pairs = np.array(
+        [
+            (a.index, b.index)
+            for k, a in enumerate(heavy)
+            for b in heavy[k + 1:]
+            if abs(a.residue.index - b.residue.index) >= min_residue_separation
+        ],
+        dtype=np.int64,
+    ).reshape(-1, 2)
+    if len(pairs):
+        pairs = pairs[geometry.distances(reference, pairs)[0] < cutoff]
+    if not len(pairs):
+        raise InputError("the reference has no native heavy-atom contacts (heavy atoms with elements needed)")
+    return pairs
+
+
+def native_contacts_fraction(
+    xyz: np.ndarray,
+    topology: app.Topology | mdtraj.Topology,
+    reference_xyz: np.ndarray,
+    beta: float = 50.0,
+    lambda_: float = 1.8,
+) -> np.ndarray:
+    """Fraction of native contacts Q per frame (Best, Hummer and Eaton 2013), between 0 and 1.
+
+    Parameters
+    ----------
+    xyz, topology, reference_xyz
+        As for :func:`ca_rmsd`; the topology must have heavy atoms with elements.
+    beta
+        Smoothing, 1/nm (5 per angstrom).
+    lambda_
+        Tolerance factor on the native distance (1.8 for all-atom models).
+
+    Returns
+    -------
+    numpy.ndarray
+        (frames,) Q; close to 1 for the reference itself (each native contact contributes
+        ``1 / (1 + exp(beta * (1 - lambda_) * r0))``, nearly 1), near 0 for an open chain.
+    """
+    top = io.to_mdtraj_topology(topology)
+    xyz = _frames(xyz, top.n_atoms, "xyz")
+    reference = _frames(reference_xyz, top.n_atoms, "reference_xyz")[:1]
+    pairs = native_contacts(top, reference)
+    r0 = geometry.distances(reference, pairs)[0].astype(np.float64)
+    r = geometry.distances(xyz, pairs).astype(np.float64)
+    return (1.0 / (1.0 + np.exp(beta * (r - lambda_ * r0)))).mean(axis=1)
