@@ -266,6 +266,30 @@ def _bins(angles: np.ndarray, n_bins: int) -> np.ndarray:
     return np.clip(index, 0, n_bins - 1)
 
 
+def _normalise_features(module: torch.nn.Module, cg: torch.Tensor) -> None:
+    """Set the module's feature standardisation from the training frames' CG features."""
+    with torch.no_grad():
+        raw = module.features(cg)
+        module.feature_mean.copy_(raw.mean(0))
+        module.feature_std.copy_(raw.std(0).clamp_min(1e-3))
+
+
+def _torsion_targets(torsions: np.ndarray, n_bins: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sin/cos of each free torsion, flattened per frame; its bin) as training tensors."""
+    sincos = np.stack([np.sin(torsions), np.cos(torsions)], axis=-1).reshape(len(torsions), -1)
+    return torch.from_numpy(sincos.astype(np.float32)), torch.from_numpy(_bins(torsions, n_bins))
+
+
+def _zmatrix_provenance(zmatrix, mapping: Mapping, free_columns: np.ndarray) -> dict:
+    rows = zmatrix.describe(mapping)
+    return {
+        "anchored": bool(zmatrix.anchored),
+        "rows": len(rows),
+        "free_torsions": [rows[k] for k in free_columns],
+        "dependent_torsions": int(np.isnan(zmatrix.fixed_phi).sum() - len(free_columns)),
+    }
+
+
 def train_ic(
     mapping: Mapping,
     segments: Sequence[np.ndarray],
@@ -336,17 +360,12 @@ def train_ic(
     )
     train_cg = torch.from_numpy(mapping.map(train_xyz))
     validation_cg = torch.from_numpy(mapping.map(validation_xyz))
-    with torch.no_grad():
-        raw = module.features(train_cg)
-        module.feature_mean.copy_(raw.mean(0))
-        module.feature_std.copy_(raw.std(0).clamp_min(1e-3))
+    _normalise_features(module, train_cg)
 
     def tensors(cg: torch.Tensor, torsions: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         with torch.no_grad():
             features = module.features(cg)
-        chosen = torsions[:, free_columns]
-        sincos = np.stack([np.sin(chosen), np.cos(chosen)], axis=-1).reshape(len(chosen), -1)
-        return features, torch.from_numpy(sincos.astype(np.float32)), torch.from_numpy(_bins(chosen, n_bins))
+        return (features, *_torsion_targets(torsions[:, free_columns], n_bins))
 
     train_data = tensors(train_cg, phi)
     validation_data = tensors(validation_cg, internal_coordinates(validation_xyz, zmatrix)[2])
@@ -426,12 +445,7 @@ def train_ic(
         "epochs": len(history),
         "best_epoch": best_epoch,
         "train_seconds": round(train_time, 2),
-        "zmatrix": {
-            "anchored": bool(zmatrix.anchored),
-            "rows": len(rows),
-            "free_torsions": [rows[k] for k in free_columns],
-            "dependent_torsions": int(np.isnan(zmatrix.fixed_phi).sum() - len(free_columns)),
-        },
+        "zmatrix": _zmatrix_provenance(zmatrix, mapping, free_columns),
         "versions": _versions(),
     }
     return TrainingResult(scripted, mapping, "ic", provenance, validation, history)
@@ -584,10 +598,7 @@ def train_cvae(
         zmatrix, mapping.matrix.toarray(), r_stats, theta_stats, phi_stats, free,
         (np.zeros(n_features), np.ones(n_features)), hidden=hidden, latent=latent, n_bins=n_bins,
     )
-    with torch.no_grad():
-        raw = module.features(torch.from_numpy(mapping.map(train_xyz)))
-        module.feature_mean.copy_(raw.mean(0))
-        module.feature_std.copy_(raw.std(0).clamp_min(1e-3))
+    _normalise_features(module, torch.from_numpy(mapping.map(train_xyz)))
 
     def tensors(blocks: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         previous = np.concatenate([b[:-stride] for b in blocks])
@@ -595,8 +606,7 @@ def train_cvae(
         with torch.no_grad():
             condition = module.condition(torch.from_numpy(mapping.map(current)), torch.from_numpy(previous))
         torsions = internal_coordinates(current, zmatrix)[2][:, free_columns]
-        sincos = np.stack([np.sin(torsions), np.cos(torsions)], axis=-1).reshape(len(torsions), -1)
-        return condition, torch.from_numpy(sincos.astype(np.float32)), torch.from_numpy(_bins(torsions, n_bins))
+        return (condition, *_torsion_targets(torsions, n_bins))
 
     train_data = tensors(train_blocks)
     validation_data = tensors(validation_blocks)
@@ -688,7 +698,6 @@ def train_cvae(
         "elbo_nats": {k: v for k, v in best_validation.items()},
         "uniform_nll_nats_per_torsion": math.log(n_bins),
     })
-    rows = zmatrix.describe(mapping)
     provenance = {
         "family": "cvae",
         "mapping_scheme": mapping.scheme,
@@ -712,12 +721,7 @@ def train_cvae(
         "epochs": len(history),
         "best_epoch": best_epoch,
         "train_seconds": round(train_time, 2),
-        "zmatrix": {
-            "anchored": bool(zmatrix.anchored),
-            "rows": len(rows),
-            "free_torsions": [rows[k] for k in free_columns],
-            "dependent_torsions": int(np.isnan(zmatrix.fixed_phi).sum() - len(free_columns)),
-        },
+        "zmatrix": _zmatrix_provenance(zmatrix, mapping, free_columns),
         "versions": _versions(),
     }
     return TrainingResult(scripted, mapping, "cvae", provenance, validation, history)
