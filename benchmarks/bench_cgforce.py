@@ -25,12 +25,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import openmmbackmap  # noqa: F401
 import openmm
 import openmm.app as app
 import openmm.unit as unit
 
-from openmmbackmap import cgforce, io
+from openmmbackmap import cgforce, geometry, io
 from openmmbackmap.bench.distributions import (
     ANGLE_BINS, BASINS, BOND_BINS, DIHEDRAL_BINS, RAMACHANDRAN_BINS, basin_index, jensen_shannon,
 )
@@ -44,8 +43,8 @@ def internal(x: np.ndarray, terms: dict) -> dict[str, np.ndarray]:
     b = terms["bonds"]
     return {
         "bonds": np.linalg.norm(x[:, b[:, 1]] - x[:, b[:, 0]], axis=-1),
-        "angles": np.degrees(cgforce._np_angles(x, terms["angles"])),
-        "dihedrals": np.degrees(cgforce._np_dihedrals(x, terms["dihedrals"])),
+        "angles": np.degrees(geometry.angles(x, terms["angles"])),
+        "dihedrals": np.degrees(geometry.dihedrals(x, terms["dihedrals"])),
     }
 
 

@@ -71,7 +71,7 @@ import openmm
 import openmm.app as app
 import openmm.unit as unit
 
-from openmmbackmap import plugins  # loads the openmm-torch kernels too
+from openmmbackmap import geometry, plugins  # plugins loads the openmm-torch kernels too
 from openmmbackmap.errors import BackmapError, InputError
 from openmmbackmap.mapping import Mapping
 
@@ -132,22 +132,6 @@ def bead_terms(mapping: Mapping) -> dict[str, np.ndarray]:
 
 
 # ---------------------------------------------------------------------- geometry (numpy)
-
-
-def _np_angles(x: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    a = x[:, idx[:, 0]] - x[:, idx[:, 1]]
-    b = x[:, idx[:, 2]] - x[:, idx[:, 1]]
-    return np.arctan2(np.linalg.norm(np.cross(a, b), axis=-1), (a * b).sum(-1))
-
-
-def _np_dihedrals(x: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """Dihedrals in radians with mdtraj's (IUPAC) convention: phi = C-N-CA-C."""
-    b1 = x[:, idx[:, 1]] - x[:, idx[:, 0]]
-    b2 = x[:, idx[:, 2]] - x[:, idx[:, 1]]
-    b3 = x[:, idx[:, 3]] - x[:, idx[:, 2]]
-    c23 = np.cross(b2, b3)
-    y = np.linalg.norm(b2, axis=-1) * (b1 * c23).sum(-1)
-    return np.arctan2(y, (np.cross(b1, b2) * c23).sum(-1))
 
 
 # ---------------------------------------------------------------------- the model
@@ -370,8 +354,8 @@ def fit_prior(positions: np.ndarray, terms: dict[str, np.ndarray], temperature: 
     x = np.asarray(positions, dtype=np.float64)
     b = terms["bonds"]
     r = np.linalg.norm(x[:, b[:, 1]] - x[:, b[:, 0]], axis=-1)
-    theta = _np_angles(x, terms["angles"])
-    phi = _np_dihedrals(x, terms["dihedrals"])
+    theta = geometry.angles(x, terms["angles"])
+    phi = geometry.dihedrals(x, terms["dihedrals"])
     edges = np.linspace(-np.pi, np.pi, 37)
     centres = 0.5 * (edges[1:] + edges[:-1])
     dih_cos, dih_sin = [], []
@@ -780,7 +764,7 @@ def refine_torsions(
     """
     kt = KB * temperature
     terms = bead_terms(mapping)
-    ref_dih = _np_dihedrals(np.asarray(reference_positions, dtype=np.float64), terms["dihedrals"])
+    ref_dih = geometry.dihedrals(np.asarray(reference_positions), terms["dihedrals"])
     edges = np.linspace(-np.pi, np.pi, 37)
     centres = 0.5 * (edges[1:] + edges[:-1])
     module = torch.jit.load(str(model_path))
@@ -793,7 +777,7 @@ def refine_torsions(
             mapping, current, reference_positions[0], copies=copies, production_ps=production_ps,
             equilibration_ps=equilibration_ps, temperature=temperature, seed=seed + it,
         )
-        cg_dih = _np_dihedrals(frames, terms["dihedrals"])
+        cg_dih = geometry.dihedrals(frames, terms["dihedrals"])
         from openmmbackmap.bench.distributions import DIHEDRAL_BINS, basin_index, jensen_shannon
 
         jsd = [jensen_shannon(np.degrees(cg_dih[:, d]), np.degrees(ref_dih[:, d]), DIHEDRAL_BINS) for d in range(ref_dih.shape[1])]
