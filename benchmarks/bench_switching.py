@@ -107,7 +107,7 @@ def switch_overhead(name: str, switches: int, samples: int, max_iterations: int)
     flexible = []
     for x in raw:
         start = time.perf_counter()
-        simulation._relaxation.relax(x, simulation.cg_bead_positions())
+        simulation.relaxation.relax(x, simulation.cg_bead_positions())
         flexible.append(time.perf_counter() - start)
     result["relaxation_constraints_kept_ms"] = 1e3 * statistics.median(constrained) if constrained else None
     result["relaxation_constraints_kept_nan_failures"] = f"{failed}/{len(raw)}"

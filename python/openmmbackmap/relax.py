@@ -209,6 +209,9 @@ class RestrainedRelaxation:
     native
         Restraint implementation: None (native if built, else the fallback with a warning),
         True (native or an error), False (fallback).
+    chiral_centres
+        Rows (centre, a, b, c) of the chirality hold, e.g. ``TopologyFeatures.chiral_centres``
+        the caller has already; None finds them in ``topology``.
 
     Attributes
     ----------
@@ -233,6 +236,7 @@ class RestrainedRelaxation:
         timestep_fs: float = 2.0,
         integrator_seed: int = 0,
         native: bool | None = None,
+        chiral_centres: np.ndarray | None = None,
     ):
         if system.getNumParticles() != mapping.n_atoms:
             raise InputError(
@@ -257,10 +261,14 @@ class RestrainedRelaxation:
         minimisation_system.addForce(self.restraint)
         self._chiral_centres = np.zeros((0, 4), dtype=int)
         self._chirality = None
+        self._chirality_signs = np.zeros(0)
         if settings.hold_chirality:
-            from openmmbackmap.bench.structure import TopologyFeatures
+            if chiral_centres is None:
+                from openmmbackmap.bench.structure import TopologyFeatures
 
-            self._chiral_centres = TopologyFeatures.from_topology(topology).chiral_centres
+                chiral_centres = TopologyFeatures.from_topology(topology).chiral_centres
+            self._chiral_centres = np.asarray(chiral_centres, dtype=int).reshape(-1, 4)
+            self._chirality_signs = np.zeros(len(self._chiral_centres))
             if len(self._chiral_centres):
                 self._chirality = chirality_hold_force(self._chiral_centres)
                 self._chirality.setForceGroup(self.restraint.getForceGroup())
@@ -294,17 +302,13 @@ class RestrainedRelaxation:
         state = self.context.getState(getPositions=True)
         return state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
 
-    def velocities(self) -> np.ndarray:
-        """The MD Context's velocities, nm/ps, (atoms, 3)."""
-        state = self.context.getState(getVelocities=True)
-        return state.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond)
-
     def relax(
         self,
         positions: np.ndarray,
         targets: np.ndarray,
         *,
         strong: bool = False,
+        energy_before: float | None = None,
     ) -> RelaxationResult:
         """Minimise ``positions`` with each group's centroid restrained to its bead in ``targets``.
 
@@ -318,21 +322,29 @@ class RestrainedRelaxation:
             Bead coordinates, nm, (beads, 3).
         strong
             Use the settings' ``strong_tolerance`` and ``strong_max_iterations``.
+        energy_before
+            The potential energy of ``positions`` if the caller has it (saves an evaluation).
         """
         targets = np.asarray(targets, dtype=np.float64)
         if targets.shape != (self.mapping.n_beads, 3):
             raise InputError(f"relaxation targets must have shape {(self.mapping.n_beads, 3)}; got {targets.shape}")
         start = time.perf_counter()
         positions = np.asarray(positions, dtype=np.float64)
-        energy_before = self.energy(positions)
+        if energy_before is None:
+            energy_before = self.energy(positions)
         self._minimisation.setPositions(positions)
         self.restraint.setTargets(targets)
         self.restraint.updateParametersInContext(self._minimisation)
         if self._chirality is not None:
             signs = np.sign(signed_volumes(positions[None], self._chiral_centres)[0])
-            for index, (row, sign) in enumerate(zip(self._chiral_centres, signs)):
-                self._chirality.setBondParameters(index, [int(i) for i in row], [float(sign)])
-            self._chirality.updateParametersInContext(self._minimisation)
+            changed = np.flatnonzero(signs != self._chirality_signs)
+            if len(changed):  # usually none after the first switch: a sound model keeps every centre
+                for index in changed:
+                    self._chirality.setBondParameters(
+                        int(index), [int(i) for i in self._chiral_centres[index]], [float(signs[index])]
+                    )
+                self._chirality.updateParametersInContext(self._minimisation)
+                self._chirality_signs = signs
         tolerance = self.settings.strong_tolerance if strong else self.settings.tolerance
         iterations = self.settings.strong_max_iterations if strong else self.settings.max_iterations
         openmm.LocalEnergyMinimizer.minimize(self._minimisation, tolerance, iterations)

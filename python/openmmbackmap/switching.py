@@ -205,6 +205,8 @@ class MultiscaleSimulation:
         The CG ``app.Simulation``.
     atomistic
         The atomistic ``app.Simulation`` (one Context, reused).
+    relaxation
+        The :class:`~openmmbackmap.relax.RestrainedRelaxation` (minimisation and MD Contexts).
     reporters
         Switch reporters (see the module docstring).
     switches
@@ -275,13 +277,13 @@ class MultiscaleSimulation:
         self.seed = int(seed)
         if atomistic_system is None:
             atomistic_system = reference_system(self.mapping.topology, REFERENCE_FORCEFIELD)
-        self._relaxation = RestrainedRelaxation(
+        self.features = TopologyFeatures.from_topology(self.mapping.topology)
+        self.relaxation = RestrainedRelaxation(
             atomistic_system, self.mapping.topology, self.mapping, relaxation,
             platform=platform, platform_properties=platform_properties, temperature=temperature,
             friction=friction, timestep_fs=timestep_fs, integrator_seed=_seed(self.seed, 0x5EED),
-            native=native_restraint,
+            native=native_restraint, chiral_centres=self.features.chiral_centres,
         )
-        self.features = TopologyFeatures.from_topology(self.mapping.topology)
         self.reference_positions = None
         if reference_positions is not None:
             reference = np.asarray(
@@ -312,7 +314,7 @@ class MultiscaleSimulation:
     @property
     def atomistic(self) -> app.Simulation:
         """The atomistic ``app.Simulation``."""
-        return self._relaxation.simulation
+        return self.relaxation.simulation
 
     @property
     def topology(self) -> app.Topology:
@@ -344,7 +346,7 @@ class MultiscaleSimulation:
 
     def atomistic_positions(self) -> np.ndarray:
         """Coordinates in the atomistic Context, nm, (atoms, 3)."""
-        return self._relaxation.positions()
+        return self.relaxation.positions()
 
     # ------------------------------------------------------------------ switching
 
@@ -374,14 +376,14 @@ class MultiscaleSimulation:
         candidates = self.backmapper(np.repeat(cg[None], self.samples, axis=0), seed=seed).astype(np.float64)
         record.inference_s += time.perf_counter() - start
         start = time.perf_counter()
-        energies = np.array([self._relaxation.energy(x) if np.isfinite(x).all() else np.inf for x in candidates])
+        energies = np.array([self.relaxation.energy(x) if np.isfinite(x).all() else np.inf for x in candidates])
         energies[~np.isfinite(energies)] = np.inf
         best = int(np.argmin(energies))
         record.injection_s += time.perf_counter() - start
         return candidates[best], float(energies[best])
 
-    def _relax(self, positions: np.ndarray, cg: np.ndarray, record: SwitchRecord, strong: bool):
-        result = self._relaxation.relax(positions, cg, strong=strong)
+    def _relax(self, positions: np.ndarray, energy: float, cg: np.ndarray, record: SwitchRecord, strong: bool):
+        result = self.relaxation.relax(positions, cg, strong=strong, energy_before=energy)
         record.relaxation_s += result.seconds
         numbers, problems = self._checks(result.positions, result.energy_after)
         return result, numbers, problems
@@ -399,7 +401,7 @@ class MultiscaleSimulation:
         for attempt in range(1, self.max_attempts + 1):
             record.attempts = attempt
             raw, raw_energy = self._best_sample(cg, _seed(self.seed, index, attempt), record)
-            result, numbers, problems = self._relax(raw, cg, record, strong=False)
+            result, numbers, problems = self._relax(raw, raw_energy, cg, record, strong=False)
             if not problems:
                 break
             if best is None or (len(problems), result.energy_after) < (len(best[0]), best[1]):
@@ -407,7 +409,7 @@ class MultiscaleSimulation:
         else:
             record.strong_relaxation = True
             problems, _, raw, raw_energy = best
-            result, numbers, problems = self._relax(raw, cg, record, strong=True)
+            result, numbers, problems = self._relax(raw, raw_energy, cg, record, strong=True)
         record.energy_backmapped = raw_energy
         record.energy_relaxed = result.energy_after
         record.restraint_energy = result.restraint_energy
@@ -476,9 +478,9 @@ class MultiscaleSimulation:
         if record.accepted:  # else (on_failure == "skip") the CG run goes on untouched
             if self.atomistic_steps:
                 start = time.perf_counter()
-                self._relaxation.run_md(self.atomistic_steps, _seed(self.seed, record.index, 0xA7), self.temperature)
+                self.relaxation.run_md(self.atomistic_steps, _seed(self.seed, record.index, 0xA7), self.temperature)
                 record.md_s = time.perf_counter() - start
-                record.energy_after_md = self._relaxation.energy()
+                record.energy_after_md = self.relaxation.energy()
             if self.map_back:
                 start = time.perf_counter()
                 self._map_back()
