@@ -168,7 +168,7 @@ def _gromacs_system(config: MappingType, options, box: np.ndarray) -> tuple[open
 def _read_xml_system(path: Path) -> openmm.System:
     try:
         system = openmm.XmlSerializer.deserialize(path.read_text())
-    except (OSError, Exception) as exc:  # OpenMM raises a bare Exception for bad XML
+    except Exception as exc:  # OSError, or the bare Exception OpenMM raises for bad XML
         raise InputError(f"{path}: not a serialised OpenMM System: {exc}") from exc
     if not isinstance(system, openmm.System):
         raise InputError(f"{path}: holds a {type(system).__name__}, not a System")
@@ -206,8 +206,12 @@ def _bead_particles(config: MappingType, backmapper: Backmapper, n_particles: in
     return range(first, stop)
 
 
-def build_simulation(config: MappingType) -> MultiscaleSimulation:
-    """The :class:`MultiscaleSimulation` a checked config describes, reporters attached, checkpoint not loaded."""
+def build_simulation(config: MappingType, prepare_cg: bool = True) -> MultiscaleSimulation:
+    """The :class:`MultiscaleSimulation` a checked config describes, reporters attached, checkpoint not loaded.
+
+    ``prepare_cg=False`` skips the CG minimisation (``cg.minimize``) and initial velocities, for a
+    simulation whose state a checkpoint is about to replace.
+    """
     seed = int(config.get("seed", 0))
     backmapper = load_backmapper(_path(config, config["model"]))
     cg_options, atomistic_options = config["cg"], config.get("atomistic", {})
@@ -227,9 +231,10 @@ def build_simulation(config: MappingType) -> MultiscaleSimulation:
         {str(k): str(v) for k, v in (cg_options.get("platform_properties") or {}).items()},
     )
     cg.context.setPositions(start)
-    if cg_options.get("minimize", False):
+    if prepare_cg and cg_options.get("minimize", False):
         cg.minimizeEnergy()
-    cg.context.setVelocitiesToTemperature(temperature, seed)
+    if prepare_cg:
+        cg.context.setVelocitiesToTemperature(temperature, seed)
 
     atomistic_system = None
     if "system" in atomistic_options:
@@ -336,15 +341,14 @@ def plot_switches(simulation: MultiscaleSimulation, path: str | os.PathLike) -> 
 
 def run_config(config: MappingType, restart: bool = False, progress: bool = True) -> tuple[MultiscaleSimulation, dict]:
     """Build, resume if a checkpoint exists (unless ``restart``), run to ``switching.steps`` and write the outputs."""
-    simulation = build_simulation(config)
     output = config.get("output", {})
     directory = _path(config, output.get("directory", "multiscale-out"))
     checkpoint = output.get("checkpoint", "multiscale.chk")
     checkpoint_path = directory / checkpoint if checkpoint else None
-    resumed = False
-    if checkpoint_path is not None and checkpoint_path.exists() and not restart:
+    resumed = checkpoint_path is not None and checkpoint_path.exists() and not restart
+    simulation = build_simulation(config, prepare_cg=not resumed)
+    if resumed:
         simulation.loadCheckpoint(checkpoint_path)
-        resumed = True
         print(f"resumed from {checkpoint_path} at CG step {simulation.currentStep} "
               f"({simulation.switchCount} switches done)", file=sys.stderr)
     total = int(config["switching"]["steps"])
