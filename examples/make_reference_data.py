@@ -32,6 +32,18 @@ The alanine-dipeptide starting structure is the bundled ``data/alanine_dipeptide
 
 A segment done before is skipped only if it was run from the same starting structure
 (``input_sha256`` in its JSON); otherwise the script stops rather than mix two starts in one set.
+
+``--bundle DIR`` also writes the compact form that ships in the repository (for CLN025:
+``data/chignolin/reference``): per segment the PDB, the XTC (all atoms, every frame), the
+provenance JSON and the positions and aggregated forces mapped with ``--bundle-scheme``
+(``<prefix>.<scheme>.cg.npz``, :func:`openmmbackmap.cgforce.save_mapped_force_data`; the
+full-atom forces, 12 MB per 5 ns of CLN025, stay out). A segment already in the bundle counts
+as done, so the set can be extended over several sessions: rerun the same command with a
+larger ``--segments``::
+
+    .venv/bin/python examples/make_reference_data.py cln025 --segments 12 --ns-per-segment 5 \
+        --frame-ps 10 --out-dir reference-data/cln025 \
+        --bundle python/openmmbackmap/data/chignolin/reference
 """
 
 from __future__ import annotations
@@ -39,14 +51,16 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 
-from openmmbackmap import io
+from openmmbackmap import cgforce, io
 from openmmbackmap.bench import folding
 from openmmbackmap.data import run_reference_simulation
+from openmmbackmap.mapping import Mapping
 
 SYSTEMS = {
     "ala2": {
@@ -68,6 +82,7 @@ SYSTEMS = {
         "hydrogen_mass": 4.0,
         "temperatures": (300.0, 350.0, 300.0, 400.0, 300.0, 450.0),
         "folded_reference": "chignolin/cln025.pdb",
+        "bundle_scheme": "ca",
     },
 }
 
@@ -83,6 +98,10 @@ def main() -> None:
                         help="K, for every segment (default: the system's temperature ladder)")
     parser.add_argument("--seed", type=int, default=1000)
     parser.add_argument("--platform", default=None, help="OpenMM platform (default: the system's)")
+    parser.add_argument("--bundle", type=Path, default=None,
+                        help="also write the compact form shipped in the repository to this folder")
+    parser.add_argument("--bundle-scheme", default=None,
+                        help="mapping of the bundled forces (default: the system's, cln025: ca)")
     args = parser.parse_args()
 
     system = SYSTEMS[args.system]
@@ -98,6 +117,9 @@ def main() -> None:
     for segment in range(args.segments):
         prefix = args.out_dir / f"{args.system}_{segment:03d}"
         provenance_path = prefix.with_name(prefix.name + ".json")
+        bundled_path = None if args.bundle is None else args.bundle / provenance_path.name
+        if not provenance_path.exists() and bundled_path is not None and bundled_path.exists():
+            prefix, provenance_path = args.bundle / prefix.name, bundled_path  # made in an earlier session
         if provenance_path.exists():
             provenance = json.loads(provenance_path.read_text())
             if provenance.get("input_sha256") != structure_sha256:
@@ -119,7 +141,9 @@ def main() -> None:
             )
             print(f"segment {segment}: {provenance['n_frames']} frames, {provenance['ns_per_day']:.0f} ns/day, "
                   f"{time.perf_counter() - start:.0f} s", flush=True)
-        folded_fractions.append(_folded_fraction(system, prefix, provenance))
+        if args.bundle is not None and prefix.parent != args.bundle:
+            _bundle_segment(prefix, provenance, args.bundle, args.bundle_scheme or system["bundle_scheme"])
+        folded_fractions.append(_folded_fraction(system, prefix))
         if folded_fractions[-1] is not None:
             print(f"segment {segment}: {provenance['temperature_K']:.0f} K, folded fraction "
                   f"{folded_fractions[-1]:.2f}", flush=True)
@@ -132,15 +156,32 @@ def main() -> None:
                                         f"{folding.FOLDED_CA_RMSD} nm from {system['folded_reference']}")
         summary["folded_fraction"] = folded_fractions
     io.write_json(args.out_dir / "dataset.json", summary)
+    if args.bundle is not None:
+        io.write_json(args.bundle / "dataset.json", summary)
 
 
-def _folded_fraction(system: dict, prefix: Path, provenance: dict) -> float | None:
-    """Folded fraction of a finished segment (None for a system without a folded reference)."""
+def _bundle_segment(prefix: Path, provenance: dict, bundle: Path, scheme: str) -> None:
+    """Copy a finished segment's PDB, XTC and JSON to ``bundle`` and save its mapped forces there.
+
+    The JSON goes last (each file atomically), so that its presence marks a complete bundled segment.
+    """
+    bundle.mkdir(parents=True, exist_ok=True)
+    out_prefix = bundle / prefix.name
+    topology, _ = io.load_topology(prefix.with_suffix(".pdb"))
+    mapping = Mapping.from_scheme(topology, scheme)
+    cgforce.save_mapped_force_data(prefix, mapping, provenance["temperature_K"], out_prefix=out_prefix)
+    for suffix in (".pdb", ".xtc", ".json"):
+        with io.atomic_output(out_prefix.with_suffix(suffix)) as temporary:
+            shutil.copyfile(prefix.with_suffix(suffix), temporary)
+
+
+def _folded_fraction(system: dict, prefix: Path) -> float | None:
+    """Folded fraction of a finished segment's XTC frames (None for a system without a folded reference)."""
     if "folded_reference" not in system:
         return None
     topology, reference = io.load_topology(io.bundled(system["folded_reference"]))
-    xyz = np.load(prefix.with_name(provenance["files"]["positions"]), mmap_mode="r")
-    return folding.folded_fraction(np.asarray(xyz), topology, reference)
+    xyz = io.load_trajectory(prefix.with_suffix(".xtc"), topology).xyz  # 0.001 nm rounding: irrelevant here
+    return folding.folded_fraction(np.asarray(xyz, dtype=np.float64), topology, reference)
 
 if __name__ == "__main__":
     main()

@@ -1,5 +1,6 @@
 """Learned CG force field (openmmbackmap.cgforce): TorchForce agreement, training, systems, stability, bad input."""
 
+import shutil
 
 import numpy as np
 import pytest
@@ -154,6 +155,26 @@ def test_bad_training_data(mapping, tmp_path, reference):
     with pytest.raises(InputError, match="units"):
         cgforce.load_force_data([_write_segment(tmp_path, "e", x, f, '{"forces": "kcal/mol/A"}')], mapping)
     assert cgforce.load_force_data([_write_segment(tmp_path, "ok", x, f)], mapping).forces.shape == (300, 5, 3)
+
+
+def test_mapped_bundle_loads_as_the_full_atom_segment(mapping, reference, tmp_path):
+    """The compact form the chignolin data ship in gives the same training data as the full-atom files."""
+    full = cgforce.load_force_data([reference / "ala2_000"], mapping)
+    written = cgforce.save_mapped_force_data(reference / "ala2_000", mapping)
+    bundle = tmp_path / "ala2_000"
+    shutil.copy(written, cgforce.mapped_data_path(bundle, mapping))  # no full-atom files beside it
+    compact = cgforce.load_force_data([bundle], mapping)
+    np.testing.assert_allclose(compact.positions, full.positions, atol=1e-6)
+    np.testing.assert_allclose(compact.forces, full.forces, rtol=1e-6, atol=1e-3)
+    np.testing.assert_allclose(cgforce.load_mapped_positions(bundle, mapping), full.positions, atol=1e-6)
+    # a bundle mapped with another mapping of the same scheme is refused, not silently used
+    with np.load(written) as stored:
+        arrays = dict(stored)
+    arrays["mapping_fingerprint"] = np.array("0" * 64)
+    with open(cgforce.mapped_data_path(bundle, mapping), "wb") as handle:
+        np.savez(handle, **arrays)
+    with pytest.raises(InputError, match="fingerprint differs"):
+        cgforce.load_force_data([bundle], mapping)
 
 
 def test_short_training_reduces_force_error(mapping, reference):

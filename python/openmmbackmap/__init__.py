@@ -14,4 +14,15 @@ try:
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+unknown"
 
-__all__ = ["BackmapError", "Bead", "InputError", "Mapping", "MappingError", "builtin_schemes", "__version__"]
+__all__ = [
+    "BackmapError", "Bead", "InputError", "Mapping", "MappingError", "builtin_schemes", "load_backmapper", "__version__",
+]
+
+
+def __getattr__(name: str):
+    """``openmmbackmap.load_backmapper`` without importing torch on every ``import openmmbackmap``."""
+    if name == "load_backmapper":
+        from openmmbackmap.models import load_backmapper
+
+        return load_backmapper
+    raise AttributeError(f"module 'openmmbackmap' has no attribute {name!r}")

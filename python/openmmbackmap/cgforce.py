@@ -71,7 +71,7 @@ import openmm
 import openmm.app as app
 import openmm.unit as unit
 
-from openmmbackmap import geometry, plugins  # plugins loads the openmm-torch kernels too
+from openmmbackmap import geometry, io, plugins  # plugins loads the openmm-torch kernels too
 from openmmbackmap.errors import BackmapError, InputError
 from openmmbackmap.mapping import Mapping
 
@@ -81,6 +81,9 @@ __all__ = [
     "CGSimulationError",
     "ForceData",
     "load_force_data",
+    "load_mapped_positions",
+    "mapped_data_path",
+    "save_mapped_force_data",
     "map_forces",
     "fit_prior",
     "train",
@@ -276,55 +279,114 @@ def virial_temperature(positions: np.ndarray, forces: np.ndarray) -> float:
     return float(-(centred * forces).sum((1, 2)).mean() / (3 * (n - 1) * KB))
 
 
+def mapped_data_path(prefix: str | os.PathLike, mapping: Mapping) -> Path:
+    """Where a segment's mapped positions and forces for ``mapping``'s scheme are bundled: ``<prefix>.<scheme>.cg.npz``."""
+    return Path(f"{prefix}.{mapping.scheme}.cg.npz")
+
+
+def save_mapped_force_data(
+    prefix: str | os.PathLike,
+    mapping: Mapping,
+    temperature: float = 300.0,
+    out_prefix: str | os.PathLike | None = None,
+) -> Path:
+    """Map one segment's atomistic positions and forces and save them compactly for force matching.
+
+    The full-atom ``<prefix>.positions.npy`` and ``.forces.npy`` are too big to ship (chignolin:
+    12 MB per 5 ns); force matching with a given mapping needs only the bead positions and the
+    aggregated bead forces, which this writes to :func:`mapped_data_path` (float32, with the
+    mapping's fingerprint so that another mapping cannot load them). :func:`load_force_data` reads
+    the file when the full-atom files are absent. Checked as :func:`load_force_data` checks them
+    (``temperature``: the segment's, for the virial check). Written beside ``out_prefix``
+    (default: ``prefix``).
+    """
+    data = load_force_data([prefix], mapping, temperature)
+    path = mapped_data_path(prefix if out_prefix is None else out_prefix, mapping)
+    with io.atomic_output(path) as tmp:
+        with open(tmp, "wb") as handle:
+            np.savez_compressed(handle, positions=data.positions.astype(np.float32),
+                                forces=data.forces.astype(np.float32),
+                                mapping_fingerprint=np.array(mapping.fingerprint))
+    return path
+
+
+def _segment_arrays(prefix: str, mapping: Mapping) -> tuple[np.ndarray, np.ndarray]:
+    """Bead positions and aggregated bead forces of one segment, from full-atom files or a mapped bundle."""
+    pos_path, force_path = Path(prefix + ".positions.npy"), Path(prefix + ".forces.npy")
+    bundle = mapped_data_path(prefix, mapping)
+    if not force_path.exists() and bundle.exists():
+        with np.load(bundle) as stored:
+            if str(stored["mapping_fingerprint"]) != mapping.fingerprint:
+                raise InputError(f"{bundle}: mapped with another {mapping.scheme} mapping (fingerprint differs); "
+                                 "remap the segment's full-atom data")
+            x, f = stored["positions"].astype(np.float64), stored["forces"].astype(np.float64)
+        if x.ndim != 3 or x.shape != f.shape or x.shape[1:] != (mapping.n_beads, 3):
+            raise InputError(f"{bundle}: positions {x.shape} and forces {f.shape}; expected (frames, {mapping.n_beads}, 3)")
+        return x, f
+    if not force_path.exists():
+        raise InputError(
+            f"{prefix}: no forces ({force_path} missing); force matching needs the forces at every frame "
+            "(run_reference_simulation writes them)"
+        )
+    if not pos_path.exists():
+        raise InputError(
+            f"{prefix}: no unrounded positions ({pos_path} missing); XTC positions are rounded to 0.001 nm, "
+            "which corrupts force matching (run_reference_simulation(save_positions=True))"
+        )
+    x = np.load(pos_path)
+    f = np.load(force_path)
+    for name, a in (("positions", x), ("forces", f)):
+        if a.ndim != 3 or a.shape[2] != 3:
+            raise InputError(f"{prefix}: {name} have shape {a.shape}; expected (frames, atoms, 3)")
+        if a.shape[1] != mapping.n_atoms:
+            raise InputError(
+                f"{prefix}: {name} have {a.shape[1]} atoms but the mapping's topology has {mapping.n_atoms}"
+            )
+    if x.shape != f.shape:
+        raise InputError(f"{prefix}: positions {x.shape} and forces {f.shape} differ in shape")
+    return mapping.map(x.astype(np.float64)), map_forces(mapping, f)
+
+
+def load_mapped_positions(prefix: str | os.PathLike, mapping: Mapping) -> np.ndarray:
+    """Bead positions (frames, beads, 3) nm of one segment: unrounded full-atom positions mapped, or the mapped bundle."""
+    prefix = str(prefix)
+    if Path(prefix + ".positions.npy").exists():
+        return mapping.map(np.load(prefix + ".positions.npy").astype(np.float64))
+    return _segment_arrays(prefix, mapping)[0]
+
+
 def load_force_data(
     prefixes: Sequence[str | os.PathLike],
     mapping: Mapping,
     temperature: float = 300.0,
 ) -> ForceData:
-    """Load ``<prefix>.positions.npy`` and ``<prefix>.forces.npy`` of each segment and map them.
+    """Load each segment's positions and forces and map them.
+
+    A segment is either full-atom (``<prefix>.positions.npy`` and ``<prefix>.forces.npy``, as
+    run_reference_simulation writes them) or already mapped (:func:`save_mapped_force_data`,
+    how the bundled chignolin data ship).
 
     Raises
     ------
     InputError
         If a segment has no forces or positions file, their shapes disagree with each other or
-        with the mapping's atom count, the provenance JSON names other units, a value is not
-        finite, or the mapped forces' virial temperature is off by more than a factor 2 from
-        ``temperature`` (forces in kcal/mol/A, or a sign error).
+        with the mapping's atom count, a mapped bundle was made with another mapping, the
+        provenance JSON names other units, a value is not finite, or the mapped forces' virial
+        temperature is off by more than a factor 2 from ``temperature`` (forces in kcal/mol/A,
+        or a sign error).
     """
     xs, fs, seg, sources = [], [], [], []
     for k, prefix in enumerate(prefixes):
         prefix = str(prefix)
-        pos_path, force_path = Path(prefix + ".positions.npy"), Path(prefix + ".forces.npy")
-        if not force_path.exists():
-            raise InputError(
-                f"{prefix}: no forces ({force_path} missing); force matching needs the forces at every frame "
-                "(run_reference_simulation writes them)"
-            )
-        if not pos_path.exists():
-            raise InputError(
-                f"{prefix}: no unrounded positions ({pos_path} missing); XTC positions are rounded to 0.001 nm, "
-                "which corrupts force matching (run_reference_simulation(save_positions=True))"
-            )
         meta_path = Path(prefix + ".json")
         if meta_path.exists():
             units = json.loads(meta_path.read_text()).get("units", {})
             if units.get("forces", "kJ/mol/nm") != "kJ/mol/nm" or units.get("positions", "nm") != "nm":
                 raise InputError(f"{meta_path}: units {units}; expected positions in nm and forces in kJ/mol/nm")
-        x = np.load(pos_path)
-        f = np.load(force_path)
-        for name, a in (("positions", x), ("forces", f)):
-            if a.ndim != 3 or a.shape[2] != 3:
-                raise InputError(f"{prefix}: {name} have shape {a.shape}; expected (frames, atoms, 3)")
-            if a.shape[1] != mapping.n_atoms:
-                raise InputError(
-                    f"{prefix}: {name} have {a.shape[1]} atoms but the mapping's topology has {mapping.n_atoms}"
-                )
+        cg_x, cg_f = _segment_arrays(prefix, mapping)
+        for name, a in (("positions", cg_x), ("forces", cg_f)):
             if not np.isfinite(a).all():
                 raise InputError(f"{prefix}: {name} contain NaN or infinite values")
-        if x.shape != f.shape:
-            raise InputError(f"{prefix}: positions {x.shape} and forces {f.shape} differ in shape")
-        cg_x = mapping.map(x.astype(np.float64))
-        cg_f = map_forces(mapping, f)
         t_vir = virial_temperature(cg_x, cg_f)
         if not 0.5 * temperature <= t_vir <= 2.0 * temperature:
             raise InputError(
@@ -333,7 +395,7 @@ def load_force_data(
             )
         xs.append(cg_x)
         fs.append(cg_f)
-        seg.append(np.full(len(x), k))
+        seg.append(np.full(len(cg_x), k))
         sources.append(prefix)
     positions, forces = np.concatenate(xs), np.concatenate(fs)
     return ForceData(positions, forces, np.concatenate(seg), sources, virial_temperature(positions, forces))
@@ -535,8 +597,6 @@ def save_model(model: CGForceField, path: str | os.PathLike, mapping: Mapping, p
 
 def _save_module(module: torch.jit.ScriptModule, path: str | os.PathLike, meta: dict) -> Path:
     """Save a scripted model with its ``cgforce.json``, atomically (a crash leaves no half file)."""
-    from openmmbackmap import io
-
     path = Path(path)
     with io.atomic_output(path) as temporary:
         torch.jit.save(module, str(temporary), _extra_files={"cgforce.json": json.dumps(meta, indent=1, default=float)})
@@ -817,7 +877,7 @@ def configure_parser(parser) -> None:
     """The ``train`` and ``refine`` commands, shared by ``backmap cgforce`` and ``python -m openmmbackmap.cgforce``."""
     sub = parser.add_subparsers(dest="cgforce_command", required=True, metavar="{train,refine}")
     t = sub.add_parser("train", help="force-match a CG force field and save it as TorchScript")
-    t.add_argument("--data", nargs="+", required=True, help="segment prefixes (<prefix>.positions.npy/.forces.npy/.pdb)")
+    t.add_argument("--data", nargs="+", required=True, help="segment prefixes: <prefix>.pdb and either <prefix>.positions.npy/.forces.npy or <prefix>.<scheme>.cg.npz")
     t.add_argument("--scheme", default="backbone")
     t.add_argument("--test-segments", type=int, nargs="*", default=[], help="indices of --data held out for test")
     t.add_argument("--hidden", type=int, default=32)
@@ -832,7 +892,7 @@ def configure_parser(parser) -> None:
     t.add_argument("--out", required=True)
     r = sub.add_parser("refine", help="iterative Boltzmann inversion of the dihedral terms of a trained model")
     r.add_argument("--model", required=True)
-    r.add_argument("--data", nargs="+", required=True, help="reference segment prefixes (positions.npy, .pdb)")
+    r.add_argument("--data", nargs="+", required=True, help="reference segment prefixes (.pdb and positions.npy or <scheme>.cg.npz)")
     r.add_argument("--scheme", default="backbone")
     r.add_argument("--iterations", type=int, default=3)
     r.add_argument("--copies", type=int, default=100)
@@ -855,13 +915,11 @@ def _main(argv: Sequence[str] | None = None) -> None:
 
 def run(args, command: str) -> int:
     """Train or refine as the parsed options say; ``command`` goes into the model's provenance."""
-    from openmmbackmap import io
-
     torch.set_num_threads(1)
     if args.cgforce_command == "refine":
         topology, _ = io.load_topology(args.data[0] + ".pdb")
         mapping = Mapping.from_scheme(topology, args.scheme)
-        reference = np.concatenate([mapping.map(np.load(p + ".positions.npy").astype(np.float64)) for p in args.data])
+        reference = np.concatenate([load_mapped_positions(p, mapping) for p in args.data])
         result = refine_torsions(
             args.model, mapping, reference, args.out, iterations=args.iterations, copies=args.copies,
             production_ps=args.production_ps, equilibration_ps=args.equilibration_ps, damping=args.damping,
