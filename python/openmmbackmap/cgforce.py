@@ -71,7 +71,7 @@ import openmm
 import openmm.app as app
 import openmm.unit as unit
 
-from openmmbackmap import geometry, io, plugins  # plugins loads the openmm-torch kernels too
+from openmmbackmap import geometry, io, plugins, torch_geometry  # plugins loads the openmm-torch kernels too
 from openmmbackmap.errors import BackmapError, InputError
 from openmmbackmap.mapping import Mapping
 
@@ -196,15 +196,9 @@ class CGForceField(torch.nn.Module):
     def _internal(self, x: torch.Tensor) -> list[torch.Tensor]:
         d = x[:, self.bonds[:, 1]] - x[:, self.bonds[:, 0]]
         r = torch.linalg.norm(d, dim=-1)
-        a = x[:, self.angles[:, 0]] - x[:, self.angles[:, 1]]
-        b = x[:, self.angles[:, 2]] - x[:, self.angles[:, 1]]
-        theta = torch.atan2(torch.linalg.norm(torch.linalg.cross(a, b), dim=-1), (a * b).sum(-1))
-        b1 = x[:, self.dihedrals[:, 1]] - x[:, self.dihedrals[:, 0]]
-        b2 = x[:, self.dihedrals[:, 2]] - x[:, self.dihedrals[:, 1]]
-        b3 = x[:, self.dihedrals[:, 3]] - x[:, self.dihedrals[:, 2]]
-        c23 = torch.linalg.cross(b2, b3)
-        y = torch.linalg.norm(b2, dim=-1) * (b1 * c23).sum(-1)
-        phi = torch.atan2(y, (torch.linalg.cross(b1, b2) * c23).sum(-1))
+        theta = torch_geometry.angle(x[:, self.angles[:, 0]], x[:, self.angles[:, 1]], x[:, self.angles[:, 2]])
+        phi = torch_geometry.dihedral(x[:, self.dihedrals[:, 0]], x[:, self.dihedrals[:, 1]],
+                                      x[:, self.dihedrals[:, 2]], x[:, self.dihedrals[:, 3]])
         p = x[:, self.pairs[:, 1]] - x[:, self.pairs[:, 0]]
         rp = torch.linalg.norm(p, dim=-1)
         return [r, theta, phi, rp]

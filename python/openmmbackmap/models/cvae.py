@@ -56,6 +56,7 @@ from typing import Optional, Tuple
 import numpy as np
 import torch
 
+from openmmbackmap import torch_geometry
 from openmmbackmap.errors import MappingError
 from openmmbackmap.mapping import Mapping
 from openmmbackmap.models.ic import N_BINS, ZMatrix, ZMatrixModule, build_zmatrix
@@ -126,16 +127,10 @@ class CVAEBackmapper(ZMatrixModule):
 
     def free_torsions(self, atoms: torch.Tensor) -> torch.Tensor:
         """The free torsions (frames, free) of atomistic frames, radians (mdtraj's convention)."""
-        p0 = atoms.index_select(1, self.free_atoms[:, 0])
-        p1 = atoms.index_select(1, self.free_atoms[:, 1])
-        p2 = atoms.index_select(1, self.free_atoms[:, 2])
-        p3 = atoms.index_select(1, self.free_atoms[:, 3])
-        b1, b2, b3 = p1 - p0, p2 - p1, p3 - p2
-        n1 = torch.linalg.cross(b1, b2)
-        n2 = torch.linalg.cross(b2, b3)
-        x = (n1 * n2).sum(-1)
-        y = (torch.linalg.cross(n1, n2) * b2).sum(-1) / torch.linalg.vector_norm(b2, dim=-1).clamp_min(1e-12)
-        return torch.atan2(y, x)
+        return torch_geometry.dihedral(
+            atoms.index_select(1, self.free_atoms[:, 0]), atoms.index_select(1, self.free_atoms[:, 1]),
+            atoms.index_select(1, self.free_atoms[:, 2]), atoms.index_select(1, self.free_atoms[:, 3]),
+        )
 
     def condition(self, cg: torch.Tensor, previous: Optional[torch.Tensor]) -> torch.Tensor:
         """The CVAE's condition (frames, C): zeros and flag 0 in place of the previous frame when there is none."""
