@@ -39,6 +39,18 @@ def ubiquitin():
 
 
 @pytest.fixture(scope="session")
+def martini3_itp() -> Path:
+    """The Martini 3 master topology (GPL-3.0, not shipped: see :func:`openmmbackmap.martinize.martini3_itp`)."""
+    from openmmbackmap.errors import InputError
+    from openmmbackmap.martinize import martini3_itp as find
+
+    try:
+        return find()
+    except InputError as exc:
+        pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="session")
 def features(ala2):
     """Benchmark topology features of the bundled alanine dipeptide."""
     from openmmbackmap.bench.structure import TopologyFeatures

@@ -172,3 +172,69 @@ def test_cgforce_training_refuses_data_without_unrounded_positions(tmp_path):
     assert result.returncode == 1
     assert "no unrounded positions" in result.stderr and "ala2.positions.npy missing" in result.stderr
     assert not (tmp_path / "cgff.pt").exists()
+
+
+def _system_with_solvent(tmp_path, ala2, frames: int = 20):
+    """A CG 'system': 3 solvent particles, the 5 backbone beads of alanine dipeptide, 4 more
+    solvent particles; its .gro and .xtc (3 nm box), and the beads alone as .xtc."""
+    import openmm.app as app
+
+    topology, xyz = ala2
+    mapping = Mapping.from_scheme(topology, "backbone")
+    beads = mapping.map(xyz[:frames])
+    system = app.Topology()
+    chain = system.addChain()
+    for k in range(3):
+        system.addAtom("W", None, system.addResidue("W", chain, str(k + 1)))
+    residues = {}
+    for bead, atom in zip(mapping.beads, mapping.cg_topology.atoms()):
+        residue = atom.residue
+        if residue.index not in residues:
+            residues[residue.index] = system.addResidue(residue.name, chain, residue.id)
+        system.addAtom(bead.name, None, residues[residue.index])
+    for k in range(4):
+        system.addAtom("W", None, system.addResidue("W", chain, str(k + 10)))
+    rng = np.random.default_rng(0)
+    xyz_system = np.concatenate([rng.uniform(0, 3, (frames, 3, 3)), beads, rng.uniform(0, 3, (frames, 4, 3))], axis=1)
+    box = np.tile(np.diag([3.0] * 3), (frames, 1, 1))
+    io.write_trajectory(tmp_path / "system.gro", xyz_system[0], system, unitcell_vectors=box[:1])
+    io.write_trajectory(tmp_path / "system.xtc", xyz_system, system, unitcell_vectors=box)
+    io.write_trajectory(tmp_path / "beads.xtc", beads, mapping.cg_topology, unitcell_vectors=box)
+    return tmp_path / "system.gro", tmp_path / "system.xtc", tmp_path / "beads.xtc"
+
+
+def test_apply_with_cg_top_picks_the_models_beads_out_of_a_larger_system(tmp_path, ala2):
+    gro, system_xtc, beads_xtc = _system_with_solvent(tmp_path, ala2)
+    model = str(io.bundled("models/ala2_backbone_ic.pt"))
+    assert main(["apply", "-m", model, "--cg", str(system_xtc), "--cg-top", str(gro), "-o", str(tmp_path / "a.xtc"),
+                 "--seed", "2"]) == 0
+    assert main(["apply", "-m", model, "--cg", str(beads_xtc), "-o", str(tmp_path / "b.xtc"), "--seed", "2"]) == 0
+    topology = ala2[0]
+    picked = io.load_trajectory(tmp_path / "a.xtc", topology)
+    direct = io.load_trajectory(tmp_path / "b.xtc", topology)
+    assert picked.n_frames == 20
+    np.testing.assert_array_equal(picked.xyz, direct.xyz)
+
+
+@pytest.mark.parametrize("case", ["renamed", "missing", "tpr"])
+def test_apply_with_cg_top_refuses_files_without_the_models_beads(tmp_path, ala2, case):
+    gro, system_xtc, _ = _system_with_solvent(tmp_path, ala2, frames=2)
+    if case == "renamed":
+        lines = gro.read_text().splitlines()
+        k = next(i for i, line in enumerate(lines) if line[5:10].strip() == "ALA" and line[10:15].strip() == "CA")
+        lines[k] = lines[k][:10] + "   CB" + lines[k][15:]
+        gro.write_text("\n".join(lines) + "\n")
+        expected = f"differs at model bead 3 (CA of ALA2): the file has particle 6 CB of ALA2 (line {k + 1})"
+    elif case == "missing":
+        gro = tmp_path / "absent.gro"
+        expected = "absent.gro' does not exist"
+    else:
+        gro = tmp_path / "run.tpr"
+        gro.write_bytes(b"\x00binary")
+        expected = "unsupported format '.tpr'; supported: .gro, .pdb, .top (convert a .tpr with gmx editconf"
+    out = tmp_path / "out.xtc"
+    result = _run("apply", "--model", str(io.bundled("models/ala2_backbone_ic.pt")), "--cg", str(system_xtc),
+                  "--cg-top", str(gro), "--out", str(out))
+    assert result.returncode == 1 and result.stderr.startswith("backmap: error: ")
+    assert expected in result.stderr
+    assert not out.exists()

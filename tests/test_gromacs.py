@@ -3,17 +3,15 @@
 The GROMACS comparisons need ``gmx_d`` (double precision, preferred) or ``gmx`` on PATH, and the
 Martini 3 master topology (not in vermouth, GPL-3.0 so not shipped here): taken from
 ``$OPENMMBACKMAP_MARTINI3_ITP``, from the cache ``~/.cache/openmm-backmap/martini3.0.0/martini.itp``,
-or else extracted from the PyPI sdist of ``mstool`` (``FF/martini3.0.0/martini.itp``). Without
-them those tests are skipped; the parser tests always run.
+or else extracted from the PyPI sdist of ``mstool`` (``FF/martini3.0.0/martini.itp``;
+:func:`openmmbackmap.martinize.martini3_itp`). Without them those tests are skipped; the parser
+tests always run.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
-import tempfile
 from pathlib import Path
 
 import mdtraj
@@ -28,7 +26,7 @@ from conftest import VERMOUTH_CASES
 
 DATA = Path(__file__).parent / "data" / "gromacs"
 UBQ = VERMOUTH_CASES / "tier-1" / "1UBQ" / "martinize2"
-GMX = shutil.which("gmx_d") or shutil.which("gmx")
+GMX = gromacs.find_gmx(prefer_double=True)
 #: Relative tolerance of energies against GROMACS (per term and total); the issue asks for 1e-3.
 ENERGY_RTOL = 1e-3 if GMX is None or not GMX.endswith("_d") else 1e-6
 #: Force tolerance in kJ/mol/nm relative to the largest force component.
@@ -56,68 +54,12 @@ nstfout                 = 1
 """
 
 
-#: Force-field files taken from the mstool sdist (GPL-3.0) into the cache, relative to its FF/.
-MSTOOL_FILES = (
-    "martini3.0.0/martini.itp",
-    "martini2.2/martini_v2.2.itp",
-    "martini2.2/martini_v2.0_ions.itp",
-    "martini2.2/martini_v2.0_lipids_all_201506.itp",
-)
-CACHE = Path.home() / ".cache" / "openmm-backmap"
-
-
-def mstool_file(relative: str) -> Path | None:
-    """``FF/<relative>`` of the mstool sdist, cached in ``~/.cache/openmm-backmap``; None if unavailable."""
-    cached = CACHE / relative
-    if cached.is_file():
-        return cached
-    # pip cannot build mstool's metadata without Cython, but with --no-clean the unpacked sdist
-    # stays in its temporary folder, which is all we need.
-    with tempfile.TemporaryDirectory() as tmp:
-        env = dict(os.environ, TMPDIR=tmp)
-        try:
-            subprocess.run(
-                [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-                 "--no-build-isolation", "--no-clean", "mstool==0.3.9", "-d", tmp],
-                env=env, capture_output=True, timeout=600,
-            )
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-        for name in MSTOOL_FILES:
-            found = sorted(Path(tmp).glob(f"**/FF/{name}"))
-            if not found:
-                continue
-            target = CACHE / name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
-            shutil.copyfile(found[0], partial)
-            os.replace(partial, target)  # concurrent test runs never see half a file
-            for licence in found[0].parents[4].glob("LICENSE*"):  # the sdist root (GPL-3.0)
-                shutil.copyfile(licence, target.parent / "LICENSE")
-    return cached if cached.is_file() else None
-
-
-def _martini3_itp() -> Path | None:
-    env = os.environ.get("OPENMMBACKMAP_MARTINI3_ITP")
-    if env:
-        return Path(env)
-    return mstool_file("martini3.0.0/martini.itp")
-
-
-@pytest.fixture(scope="session")
-def martini3_itp() -> Path:
-    path = _martini3_itp()
-    if path is None or not path.is_file():
-        pytest.skip("Martini 3 master topology not available (mstool sdist or $OPENMMBACKMAP_MARTINI3_ITP)")
-    return path
+# The Martini force-field files (GPL-3.0) come from the mstool sdist, cached: see
+# openmmbackmap.martinize.mstool_file; the martini3_itp fixture is in conftest.py.
 
 
 def _gmx(args: list[str], cwd: Path, stdin: str | None = None) -> None:
-    result = subprocess.run(
-        [GMX, "-quiet", *args], cwd=cwd, input=stdin, capture_output=True, text=True, timeout=300
-    )
-    if result.returncode:
-        raise AssertionError(f"gmx {args[0]} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    gromacs.run_gmx(args, cwd, stdin=stdin, executable=GMX, timeout=300)
 
 
 def gromacs_rerun(

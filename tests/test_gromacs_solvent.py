@@ -28,9 +28,12 @@ import pytest
 
 from openmmbackmap import gromacs
 from openmmbackmap.errors import InputError
+from openmmbackmap.martinize import (
+    lattice, martini_mdp, molecule_charge, mstool_file, place_virtual_sites, solvate, split_martini3_itp,
+)
 
 from conftest import VERMOUTH_CASES
-from test_gromacs import GMX, _martini3_itp, compare, gromacs_rerun, mstool_file, openmm_terms
+from test_gromacs import GMX, compare, gromacs_rerun, openmm_terms
 
 needs_gmx = pytest.mark.skipif(GMX is None, reason="GROMACS (gmx_d or gmx) not installed")
 #: Forces against single-precision ``gmx`` (relative to the largest force): restricted-bending
@@ -77,27 +80,18 @@ constraints              = none
 constraint_algorithm     = Lincs
 """
 
-#: Beads of Martini 3 water per nm^3 (4 waters a bead at 33.4 waters/nm^3).
-W_DENSITY = 8.36
-
 
 # --------------------------------------------------------------------------------------------
 # Building solvated systems
 
 
 @pytest.fixture(scope="session")
-def martini3_split(tmp_path_factory) -> Path:
-    """The mstool Martini 3 master topology split like the official files: force field
+def martini3_split(tmp_path_factory, martini3_itp) -> Path:
+    """The Martini 3 master topology split like the official files: force field
     (martini_v3.0.0.itp) and its W, SOD, CLA molecule types (martini_v3.0.0_solvents_ions.itp),
     so that other [ atomtypes ] (water-bias sites) can be included in between."""
-    itp = _martini3_itp()
-    if itp is None or not itp.is_file():
-        pytest.skip("Martini 3 master topology not available (mstool sdist or $OPENMMBACKMAP_MARTINI3_ITP)")
     folder = tmp_path_factory.mktemp("martini3")
-    text = itp.read_text()
-    cut = text.index("[ moleculetype ]")
-    (folder / "martini_v3.0.0.itp").write_text(text[:cut])
-    (folder / "martini_v3.0.0_solvents_ions.itp").write_text(text[cut:])
+    split_martini3_itp(folder, martini3_itp)
     return folder
 
 
@@ -110,60 +104,9 @@ def martini2_itps() -> Path:
     return paths[0].parent
 
 
-def _lattice(box: np.ndarray, rng: np.random.Generator, density: float = W_DENSITY, jitter: float = 0.06):
-    """Points on a jittered lattice filling the (triclinic) box, ``density`` per nm^3."""
-    volume = abs(np.linalg.det(box))
-    lengths = np.linalg.norm(box, axis=1)
-    n = np.maximum(1, np.round(lengths * (density * volume / np.prod(lengths)) ** (1 / 3))).astype(int)
-    frac = np.stack(np.meshgrid(*[(np.arange(k) + 0.5) / k for k in n], indexing="ij"), -1).reshape(-1, 3)
-    return frac @ box + rng.uniform(-jitter, jitter, (len(frac), 3))
-
-
-def _min_distance(points: np.ndarray, others: np.ndarray, box: np.ndarray) -> np.ndarray:
-    """Distance from each point to the nearest of ``others`` under periodic boundaries
-    (fractional-coordinate minimum image; exact enough to clear overlaps)."""
-    inverse = np.linalg.inv(box)
-    best = np.full(len(points), np.inf)
-    for start in range(0, len(points), 512):
-        d = points[start:start + 512, None] - others[None]
-        frac = d @ inverse
-        d = (frac - np.round(frac)) @ box
-        best[start:start + 512] = np.linalg.norm(d, axis=-1).min(axis=1)
-    return best
-
-
-def solvate(solute: np.ndarray, box: np.ndarray, net_charge: float, n_salt: int, seed: int,
-            clearance: float = 0.43):
-    """(water, cations, anions) positions: a jittered W lattice without the beads closer than
-    ``clearance`` to the solute, ``n_salt`` ion pairs plus counter-ions replacing random W."""
-    rng = np.random.default_rng(seed)
-    water = _lattice(box, rng)
-    water = water[_min_distance(water, solute, box) > clearance]
-    q = int(round(net_charge))
-    n_cation, n_anion = n_salt + max(0, -q), n_salt + max(0, q)
-    order = rng.permutation(len(water))
-    cations = water[order[:n_cation]]
-    anions = water[order[n_cation:n_cation + n_anion]]
-    return water[order[n_cation + n_anion:]], cations, anions
-
-
 def _dodecahedron(d: float) -> np.ndarray:
     """GROMACS's rhombic dodecahedron (xy-square) with image distance ``d``: OpenMM's reduced form."""
     return np.array([[d, 0, 0], [0, d, 0], [d / 2, d / 2, d * np.sqrt(0.5)]])
-
-
-def _build_with_sites(top: gromacs.GromacsTopology, positions: np.ndarray, box: np.ndarray) -> np.ndarray:
-    """``positions`` with every virtual site placed by OpenMM from its constructing particles."""
-    system = top.create_system(box)
-    context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
-    context.setPeriodicBoxVectors(*box)
-    context.setPositions(positions)
-    context.computeVirtualSites()
-    return context.getState(getPositions=True).getPositions(asNumpy=True)._value
-
-
-def _charge(top: gromacs.GromacsTopology, molecule: str) -> float:
-    return sum(a.charge for a in top.molecule_types[molecule].atoms)
 
 
 PROTEINS = {
@@ -195,13 +138,13 @@ def solvated_protein(name: str, folder: Path, martini3_split: Path, n_salt: int 
     size = float(np.ceil(np.ptp(protein, axis=0).max() + 1.4))
     box = np.diag([size] * 3) if box_kind == "cubic" else _dodecahedron(size)
     protein = protein - protein.mean(axis=0) + box.sum(axis=0) / 2
-    water, cations, anions = solvate(protein, box, _charge(protein_top, "molecule_0"), n_salt, seed=len(name))
+    water, cations, anions = solvate(protein, box, molecule_charge(protein_top, "molecule_0"), n_salt, seed=len(name))
     (folder / "topol.top").write_text(
         header + f"\n[ system ]\n{name} in Martini water with NaCl\n\n[ molecules ]\n"
         f"molecule_0 1\nW {len(water)}\nSOD {len(cations)}\nCLA {len(anions)}\n"
     )
     top = gromacs.read_top(folder / "topol.top")
-    positions = _build_with_sites(top, np.concatenate([protein, water, cations, anions]), box)
+    positions = place_virtual_sites(top, np.concatenate([protein, water, cations, anions]), box)
     gromacs.write_gro(folder / "conf.gro", top, positions, box, decimals=6)
     positions, box = gromacs.read_gro(folder / "conf.gro")
     return top, positions, box
@@ -272,13 +215,13 @@ def test_martini2_cholesterol_in_water_matches_gromacs(tmp_path, martini2_itps):
     template = _cholesterol_template(one)
     n_chol = 6
     chol = []
-    centres = _lattice(box, rng, density=n_chol / abs(np.linalg.det(box)) * 1.01, jitter=0.2)[:n_chol]
+    centres = lattice(box, rng, density=n_chol / abs(np.linalg.det(box)) * 1.01, jitter=0.2)[:n_chol]
     for centre in centres:
         q, _ = np.linalg.qr(rng.normal(size=(3, 3)))
         # off the constrained geometry by a little, so that bonds and angles have energy
         chol.append((template - template.mean(axis=0)) @ q.T + centre + rng.normal(0, 0.02, template.shape))
     (tmp_path / "chol.top").write_text(header + f"[ system ]\nsterols\n\n[ molecules ]\nCHOL {n_chol}\n")
-    chol = _build_with_sites(gromacs.read_top(tmp_path / "chol.top"), np.concatenate(chol), box)
+    chol = place_virtual_sites(gromacs.read_top(tmp_path / "chol.top"), np.concatenate(chol), box)
     water, cations, anions = solvate(chol, box, 0.0, 8, seed=5, clearance=0.45)
     (tmp_path / "topol.top").write_text(
         header + f"[ system ]\ncholesterol in water\n\n[ molecules ]\nCHOL {n_chol}\nW {len(water)}\n"
@@ -287,7 +230,7 @@ def test_martini2_cholesterol_in_water_matches_gromacs(tmp_path, martini2_itps):
     moltype = top.molecule_types["CHOL"]
     assert sorted((v.directive, v.func) for v in moltype.virtual_sites) == [
         ("virtual_sites3", 1), ("virtual_sites3", 4), ("virtual_sites3", 4)]
-    positions = _build_with_sites(top, np.concatenate([chol, water, cations, anions]), box)
+    positions = place_virtual_sites(top, np.concatenate([chol, water, cations, anions]), box)
     gromacs.write_gro(tmp_path / "conf.gro", top, positions, box, decimals=6)
     positions, box = gromacs.read_gro(tmp_path / "conf.gro")
 
@@ -408,7 +351,7 @@ def test_every_virtual_site_function_matches_gromacs(tmp_path):
         x = np.array([[0, 0, 0], [0.35, 0, 0], [0.5, 0.37, 0], [0.8, 0.45, 0.2]]) + rng.normal(0, 0.04, (4, 3))
         q, _ = np.linalg.qr(rng.normal(size=(3, 3)))
         frames.append(np.concatenate([x @ q.T + rng.uniform(0, 3, 3), np.zeros((6, 3))]))
-    positions = _build_with_sites(top, np.concatenate(frames), box)
+    positions = place_virtual_sites(top, np.concatenate(frames), box)
     gromacs.write_gro(tmp_path / "conf.gro", top, positions, box, decimals=7)
     positions, box = gromacs.read_gro(tmp_path / "conf.gro")
 
@@ -454,13 +397,7 @@ VARIANTS = {
 
 def _mdp_with(changes: dict[str, str]) -> str:
     """:data:`MARTINI_MDP` with some options replaced (or added)."""
-    key = lambda name: name.strip().replace("_", "-").lower()  # noqa: E731
-    todo = {key(k): v for k, v in changes.items()}
-    lines = []
-    for line in MARTINI_MDP.splitlines():
-        name = line.split("=")[0]
-        lines.append(f"{name}= {todo.pop(key(name))}" if key(name) in todo else line)
-    return "\n".join(lines + [f"{k} = {v}" for k, v in todo.items()]) + "\n"
+    return martini_mdp(base=MARTINI_MDP, **changes)
 
 
 @pytest.fixture(scope="module")

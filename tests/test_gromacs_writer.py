@@ -185,3 +185,27 @@ def test_implicit_solvent_and_rigid_water_are_refused(tmp_path, ala2_system):
         gromacs.write_gromacs(water, [[0, 0, 0], [0.09572, 0, 0], [-0.024, 0.0927, 0]], rigid,
                               tmp_path / "w.gro", tmp_path / "w.top")
     assert not list(tmp_path.iterdir())  # nothing written
+
+
+@needs_gmx
+def test_protein_in_water_from_a_forcefield_has_settles_and_grompp_accepts_it(tmp_path, ala2_system):
+    import openmm.unit as unit
+
+    topology, xyz, _ = ala2_system
+    forcefield = app.ForceField("amber99sbildn.xml", "tip3p.xml")
+    modeller = app.Modeller(topology, xyz * unit.nanometer)
+    modeller.addSolvent(forcefield, model="tip3p", padding=1.0 * unit.nanometer, ionicStrength=0.2 * unit.molar)
+    gro, top = gromacs.write_gromacs(modeller.topology, modeller.positions, forcefield, tmp_path / "solvated.gro",
+                                     tmp_path / "solvated.top")
+    text = top.read_text()
+    # parmed's water: flexible under -DFLEXIBLE, else rigid by [ settles ] (preprocessor lines inside
+    # the molecule type must not upset the constraint writer)
+    assert "#ifdef FLEXIBLE" in text and "[ settles ]" in text
+    waters = sum(1 for r in modeller.topology.residues() if r.name == "HOH")
+    molecules = text.split("[ molecules ]")[1]
+    assert f"HOH {waters}".split() in [line.split() for line in molecules.splitlines()]
+    assert gromacs.read_gro(gro)[0].shape == (modeller.topology.getNumAtoms(), 3)
+    (tmp_path / "pme.mdp").write_text("integrator = md\nnsteps = 0\ncutoff-scheme = Verlet\ncoulombtype = PME\n"
+                                      "rcoulomb = 0.9\nrvdw = 0.9\nconstraints = h-bonds\n")
+    gromacs.run_gmx(["grompp", "-f", "pme.mdp", "-c", gro.name, "-p", top.name, "-o", "check.tpr"], tmp_path,
+                    executable=GMX)

@@ -8,47 +8,27 @@ alone) with the shipped ``cln025_martini3_ic.pt`` and maps the relaxed atoms bac
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import mdtraj
 import numpy as np
 import openmm
 import openmm.app as app
 import pytest
 
-from openmmbackmap import gromacs, io
+from openmmbackmap import gromacs, io, martinize
 from openmmbackmap.models import load_backmapper
 from openmmbackmap.relax import RelaxationSettings
 from openmmbackmap.switching import MultiscaleSimulation
 
-from test_gromacs_solvent import MARTINI_MDP, _build_with_sites, _charge, martini3_split, solvate  # noqa: F401
-
-MARTINIZE2 = str(Path(sys.executable).with_name("martinize2"))
-
 
 @pytest.fixture(scope="module")
-def martini_chignolin(tmp_path_factory, martini3_split):
+def martini_chignolin(tmp_path_factory, martini3_itp):
     folder = tmp_path_factory.mktemp("cln025_martini")
-    structure = io.bundled("chignolin/cln025.pdb")
-    subprocess.run([MARTINIZE2, "-f", str(structure), "-o", "protein.top", "-x", "cg.pdb", "-ff", "martini3001",
-                    "-ss", "C" * 10, "-elastic"], cwd=folder, check=True, capture_output=True, timeout=300)
-    for itp in ("martini_v3.0.0.itp", "martini_v3.0.0_solvents_ions.itp"):
-        os.symlink(martini3_split / itp, folder / itp)
-    header = '#include "martini_v3.0.0.itp"\n#include "molecule_0.itp"\n#include "martini_v3.0.0_solvents_ions.itp"\n'
-    (folder / "protein.top").write_text(header + "\n[ system ]\nchignolin\n\n[ molecules ]\nmolecule_0 1\n")
-    protein_top = gromacs.read_top(folder / "protein.top")
-    protein = mdtraj.load(str(folder / "cg.pdb")).xyz[0].astype(float)
-    box = np.diag([3.6] * 3)
-    protein = protein - protein.mean(axis=0) + box.sum(axis=0) / 2
-    water, cations, anions = solvate(protein, box, _charge(protein_top, "molecule_0"), 5, seed=7)
-    (folder / "topol.top").write_text(header + f"\n[ system ]\nchignolin in W\n\n[ molecules ]\n"
-                                      f"molecule_0 1\nW {len(water)}\nSOD {len(cations)}\nCLA {len(anions)}\n")
-    (folder / "martini.mdp").write_text(MARTINI_MDP)
-    top = gromacs.read_top(folder / "topol.top")
-    positions = _build_with_sites(top, np.concatenate([protein, water, cations, anions]), box)
+    cg = martinize.martinize(io.bundled("chignolin/cln025.pdb"), folder, secondary_structure="C" * 10)
+    system = martinize.solvate_martinized(cg, folder, box=3.6, salt_concentration=0.15, seed=7,
+                                          master_itp=martini3_itp, decimals=6)
+    martinize.martini_mdp(folder / "martini.mdp")
+    top = gromacs.read_top(system.top)
+    positions, box = gromacs.read_gro(system.gro)
     return top, positions, box, gromacs.read_mdp(folder / "martini.mdp"), folder
 
 
@@ -99,7 +79,6 @@ def test_backmap_switch_config_with_gromacs_files(martini_chignolin, tmp_path):
     from openmmbackmap.switch_config import load_config, run_config
 
     top, positions, box, _, folder = martini_chignolin
-    gromacs.write_gro(folder / "conf.gro", top, positions, box, decimals=6)
     config = {
         "model": str(io.bundled("models/cln025_martini3_ic.pt")),
         "seed": 2,

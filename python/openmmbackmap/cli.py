@@ -29,13 +29,16 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
 from openmmbackmap import __version__, io
 from openmmbackmap.errors import BackmapError
 from openmmbackmap.mapping import Mapping, builtin_schemes
+
+if TYPE_CHECKING:
+    import openmm.app
 
 
 
@@ -93,11 +96,20 @@ def build_parser() -> argparse.ArgumentParser:
         description=("Backmap a CG trajectory with a trained model file and write the atomistic trajectory. A temporal "
                      "model (family cvae) runs along the trajectory, frame t conditioned on the frame it generated at "
                      "t-1, the samples side by side; it saves <out>.partial.npz as it goes and a rerun of the same "
-                     "command resumes from it."),
+                     "command resumes from it. A trajectory of a whole CG system (a GROMACS Martini run's .xtc with "
+                     "the protein in water and ions) is read with --cg-top, which finds the model's beads in it. "
+                     "Beads split by periodic boundaries are made whole (along the model's bead bonds) when the "
+                     "trajectory has a box."),
     )
     apply.add_argument("--model", "-m", required=True, type=Path, help="backmapper file (.pt)")
     apply.add_argument("--cg", required=True, type=Path,
-                       help="CG trajectory: .xtc/.dcd/.trr/.nc/.pdb/.gro with the model's beads in its order")
+                       help="CG trajectory: .xtc/.dcd/.trr/.nc/.pdb/.gro with the model's beads in its order, or a "
+                            "whole CG system (e.g. a Martini run with water and ions) together with --cg-top")
+    apply.add_argument("--cg-top", type=Path,
+                       help="structure or topology of the whole CG system in --cg (.gro, .pdb or GROMACS .top; a .tpr: "
+                            "convert it with gmx editconf): the model's beads are picked out of it by residue and bead "
+                            "names, in the model's order (one contiguous run; anything else is refused with the first "
+                            "bead that differs)")
     apply.add_argument("--out", "-o", required=True, type=Path, help="atomistic output: .xtc, .dcd, .pdb or .gro")
     apply.add_argument("--samples", type=int, default=1,
                        help="independent samples per frame; more than 1 writes <out>.sample<k><suffix>")
@@ -307,7 +319,7 @@ def _run_apply(args: argparse.Namespace) -> int:
     if args.samples < 1 or args.batch_size < 1:
         raise BackmapError("--samples and --batch-size must be positive")
     backmapper = load_backmapper(args.model)
-    cg = io.load_trajectory(args.cg, backmapper.mapping.cg_topology, topology_source=f"model {args.model.name}")
+    cg = load_model_beads(args.cg, backmapper, cg_topology=args.cg_top)
     outputs = [args.out] if args.samples == 1 else [
         args.out.with_name(f"{args.out.stem}.sample{k}{args.out.suffix}") for k in range(args.samples)
     ]
@@ -345,6 +357,64 @@ def _run_apply(args: argparse.Namespace) -> int:
     print(f"{backmapper}: {frames} frames in {seconds:.2f} s ({frames / max(seconds, 1e-9):,.0f} frames/s); "
           f"wrote {', '.join(map(str, outputs))}")
     return 0
+
+
+def load_model_beads(trajectory: Path, backmapper, *, cg_topology: Path | None = None, chunk: int = 1000):
+    """The frames of a backmapper's beads from a CG trajectory, as an ``mdtraj.Trajectory`` on the model's CG topology.
+
+    Parameters
+    ----------
+    trajectory
+        CG trajectory (.xtc, .trr, .dcd, .nc, .pdb, .gro).
+    backmapper
+        The loaded model (:func:`openmmbackmap.models.load_backmapper`).
+    cg_topology
+        The whole CG system's .gro, .pdb or .top when the trajectory holds more than the model's
+        beads (a protein in Martini water with ions): the beads are picked by residue and bead names
+        (:func:`openmmbackmap.gromacs.find_model_beads`). None: the trajectory holds exactly the
+        model's beads, in its order.
+    chunk
+        Frames read at a time (only the model's beads are kept in memory).
+
+    Beads split by periodic boundaries (GROMACS writes each particle wrapped into the box) are
+    made whole along the model's bead bonds when the trajectory has a box.
+    """
+    import mdtraj
+
+    bead_topology = backmapper.mapping.cg_topology
+    md_beads = io.to_mdtraj_topology(bead_topology)
+    if cg_topology is None:
+        indices, system_topology, source = None, bead_topology, f"model {backmapper.path.name}"
+    else:
+        from openmmbackmap import gromacs
+
+        particles = gromacs.read_cg_particles(cg_topology)
+        indices = gromacs.find_model_beads(cg_topology, backmapper.mapping, particles=particles)
+        system_topology, source = _particles_topology(particles), cg_topology
+    frames = []
+    for traj in io.iter_trajectory(trajectory, system_topology, chunk=chunk, topology_source=source):
+        xyz = traj.xyz if indices is None else traj.xyz[:, indices]
+        box = traj.unitcell_vectors
+        if box is not None and np.all(np.abs(np.linalg.det(box)) > 0):
+            xyz = io.make_molecules_whole(xyz, box, bead_topology)
+        frames.append(mdtraj.Trajectory(np.ascontiguousarray(xyz), md_beads, time=traj.time,
+                                        unitcell_lengths=traj.unitcell_lengths, unitcell_angles=traj.unitcell_angles))
+    return frames[0] if len(frames) == 1 else mdtraj.join(frames, check_topology=False)
+
+
+def _particles_topology(particles: list) -> "openmm.app.Topology":
+    """A bare OpenMM topology (names only, one chain) of a CG system's particles, to read its trajectory."""
+    import openmm.app as app
+
+    topology = app.Topology()
+    chain = topology.addChain()
+    residue, last = None, None
+    for particle in particles:
+        if (particle.resid, particle.resname) != last:
+            residue = topology.addResidue(particle.resname, chain, str(particle.resid))
+            last = (particle.resid, particle.resname)
+        topology.addAtom(particle.name, None, residue)
+    return topology
 
 
 def _run_schemes(args: argparse.Namespace) -> int:

@@ -29,6 +29,12 @@ precision) to about 1e-12 relative, term by term (``tests/test_gromacs*.py``).
 :func:`write_gromacs` goes the other way for atomistic structures: an OpenMM topology, positions
 and System (or ForceField) as a ``.gro`` and a self-contained ``.top`` for ``gmx grompp``.
 
+:func:`find_model_beads` finds a backmapping model's beads inside a larger CG system (a protein
+in Martini water with ions) by residue and bead names, which ``backmap apply --cg-top`` uses;
+:func:`run_gmx`, :func:`read_energies` and :func:`mdrun_performance` run GROMACS tools and read
+their results. Building Martini systems (martinize2, water, ions) is in
+:mod:`openmmbackmap.martinize`.
+
 Units are GROMACS's (nm, kJ/mol, degrees in the files, radians inside OpenMM), which are
 OpenMM's.
 
@@ -1469,7 +1475,8 @@ def _add_constraints(text: str, constraints: dict[tuple[int, int], float], topol
     names, atom_names = [], []
     for block in molecule_blocks:
         lines = [l.split(";")[0].split() for l in block.splitlines()]
-        lines = [l for l in lines if l]
+        # preprocessor lines (parmed's water: #ifdef FLEXIBLE ... #else [ settles ] #endif) are no rows
+        lines = [l for l in lines if l and not l[0].startswith("#")]
         names.append(lines[1][0])  # the line after the header
         section, atoms = None, []
         for words in lines:
@@ -1515,3 +1522,254 @@ def _add_constraints(text: str, constraints: dict[tuple[int, int], float], topol
             block = block.rstrip("\n") + "\n\n[ constraints ]\n;    ai     aj funct         b0\n" + rows + "\n"
         out.append(block)
     return "".join(out) + tail
+
+
+# --------------------------------------------------------------------------------------------
+# Running GROMACS
+
+
+def find_gmx(prefer_double: bool = False) -> str | None:
+    """Path of the ``gmx`` program (``gmx_d`` first when ``prefer_double``), or None."""
+    import shutil
+
+    names = ("gmx_d", "gmx") if prefer_double else ("gmx", "gmx_d")
+    for name in names:
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+def run_gmx(
+    args: Sequence[str],
+    cwd: str | os.PathLike,
+    *,
+    stdin: str | None = None,
+    executable: str | None = None,
+    timeout: float = 600.0,
+) -> str:
+    """Run one ``gmx`` tool (``run_gmx(["grompp", "-f", "md.mdp", ...], folder)``); return its stdout and stderr.
+
+    Raises
+    ------
+    InputError
+        If GROMACS is not installed, or the tool fails or times out; the message names the tool,
+        the folder and ends with the tool's own error (GROMACS prints it last).
+    """
+    import subprocess
+
+    program = executable or find_gmx()
+    if program is None:
+        raise InputError("GROMACS is not installed: no gmx on PATH (e.g. apt-get install gromacs)")
+    command = [program, "-quiet", *[str(a) for a in args]]
+    try:
+        result = subprocess.run(command, cwd=cwd, input=stdin, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        raise InputError(f"gmx {args[0]} in {cwd} did not finish in {timeout:g} s") from exc
+    output = result.stdout + result.stderr
+    if result.returncode != 0:
+        tail = "\n".join(output.strip().splitlines()[-25:])
+        raise InputError(f"gmx {args[0]} failed in {cwd} (exit status {result.returncode}; "
+                         f"{' '.join(command[2:])}):\n{tail}")
+    return output
+
+
+def read_energies(
+    edr: str | os.PathLike, terms: Sequence[str], *, executable: str | None = None
+) -> dict[str, np.ndarray]:
+    """Energy terms of a GROMACS ``.edr`` file by name (``gmx energy``): {term: values per frame}, plus ``"Time (ps)"``.
+
+    Raises
+    ------
+    InputError
+        If the file lacks a term or ``gmx energy`` fails.
+    """
+    edr = Path(edr).resolve()
+    xvg = edr.with_name(f".{edr.stem}.energies.xvg")
+    try:
+        run_gmx(["energy", "-f", str(edr), "-o", str(xvg)], edr.parent,
+                stdin="\n".join(terms) + "\n\n", executable=executable)
+        names, rows = ["Time (ps)"], []
+        for line in xvg.read_text().splitlines():
+            if line.startswith("@ s") and "legend" in line:
+                names.append(line.split('"')[1])
+            elif line and line[0] not in "#@":
+                rows.append([float(v) for v in line.split()])
+    finally:
+        xvg.unlink(missing_ok=True)
+    missing = [t for t in terms if t not in names]
+    if missing:
+        raise InputError(f"{edr} has no energy term {', '.join(map(repr, missing))} (it has {', '.join(names[1:])})")
+    values = np.array(rows, dtype=float).reshape(-1, len(names))
+    return {name: values[:, k] for k, name in enumerate(names)}
+
+
+def mdrun_performance(log: str | os.PathLike) -> float:
+    """ns/day that ``gmx mdrun`` reported at the end of its ``.log`` (``Performance:`` line)."""
+    for line in reversed(Path(log).read_text().splitlines()):
+        if line.startswith("Performance:"):
+            return float(line.split()[1])
+    raise InputError(f"{log}: no 'Performance:' line (did mdrun finish?)")
+
+
+# --------------------------------------------------------------------------------------------
+# A model's beads inside a larger CG system
+
+# Residue names that name the same amino acid (protonation states, force-field spellings):
+# a CG file written from one naming must match a model trained on the other.
+_RESIDUE_ALIASES = {
+    "HID": "HIS", "HIE": "HIS", "HIP": "HIS", "HSD": "HIS", "HSE": "HIS", "HSP": "HIS", "HISD": "HIS",
+    "HISE": "HIS", "HISH": "HIS", "CYX": "CYS", "CYM": "CYS", "ASH": "ASP", "ASPP": "ASP", "GLH": "GLU",
+    "GLUP": "GLU", "LYN": "LYS", "LSN": "LYS",
+}
+
+
+def _residue_key(name: str) -> str:
+    return _RESIDUE_ALIASES.get(name.upper(), name.upper())
+
+
+class CGParticle(NamedTuple):
+    """One particle of a CG structure or topology file, for matching and error messages."""
+
+    resid: int
+    resname: str
+    name: str
+    line: int | None
+
+
+def read_cg_particles(path: str | os.PathLike, *, defines: dict[str, str] | None = None) -> list[CGParticle]:
+    """Residue numbers and names and particle names of every particle of a CG system, in order.
+
+    Parameters
+    ----------
+    path
+        A ``.gro`` (first frame), ``.pdb`` (first model) or GROMACS ``.top`` (read with
+        :func:`read_top`; ``defines`` as there). A ``.tpr`` is binary: convert it with
+        ``gmx editconf -f run.tpr -o conf.gro``.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if not path.is_file():
+        raise InputError(f"CG topology file {str(path)!r} does not exist")
+    if suffix == ".top":
+        return [CGParticle(a.resid, a.resname, a.name, None) for a in read_top(path, defines=defines).particles()]
+    if suffix not in (".gro", ".pdb"):
+        raise InputError(f"CG topology file {str(path)!r}: unsupported format {path.suffix!r}; supported: .gro, .pdb, .top"
+                         + (" (convert a .tpr with gmx editconf -f run.tpr -o conf.gro)" if suffix == ".tpr" else ""))
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read {path}: {exc}") from exc
+    particles = []
+    if suffix == ".gro":
+        try:
+            n = int(lines[1])
+        except (IndexError, ValueError):
+            raise InputError(f"{path}:2: expected the number of atoms") from None
+        if len(lines) < n + 2:
+            raise InputError(f"{path}: {n} atoms announced, file has {len(lines) - 2} lines after the header")
+        for k in range(n):
+            line = lines[2 + k]
+            try:
+                particles.append(CGParticle(int(line[0:5]), line[5:10].strip(), line[10:15].strip(), k + 3))
+            except ValueError:
+                raise InputError(f"{path}:{k + 3}: cannot read residue number, residue and atom name from {line!r}") from None
+        return particles
+    for number, line in enumerate(lines, start=1):
+        if line.startswith("ENDMDL"):
+            break
+        if line.startswith(("ATOM  ", "HETATM")):
+            try:
+                resid = int(line[22:26])
+            except ValueError:
+                raise InputError(f"{path}:{number}: cannot read the residue number from {line!r}") from None
+            particles.append(CGParticle(resid, line[17:21].strip(), line[12:16].strip(), number))
+    return particles
+
+
+def find_model_beads(
+    path: str | os.PathLike,
+    mapping,
+    *,
+    defines: dict[str, str] | None = None,
+    particles: Sequence[CGParticle] | None = None,
+) -> np.ndarray:
+    """Indices of a mapping's beads inside a larger CG system (e.g. a protein in Martini water with ions).
+
+    The beads are found as one contiguous run of particles whose residue names and particle
+    names are the mapping's beads, in its order, with residues starting and ending where the
+    mapping's do (residue numbers may differ; HIS/HIE/HSD-style spellings are the same residue).
+
+    Parameters
+    ----------
+    path
+        The CG system's structure or topology: ``.gro``, ``.pdb`` or ``.top`` (see
+        :func:`read_cg_particles`).
+    mapping
+        The :class:`~openmmbackmap.mapping.Mapping` of the model (``backmapper.mapping``).
+    particles
+        What :func:`read_cg_particles` returned for ``path``, if the caller has it already
+        (``path`` then only names the file in messages).
+
+    Returns
+    -------
+    numpy.ndarray
+        The particle indices (0-based) of the beads, in the mapping's order.
+
+    Raises
+    ------
+    InputError
+        If no run of particles matches (the message names the closest candidate and the first
+        particle that differs, with its line in the file), or more than one does.
+    """
+    if particles is None:
+        particles = read_cg_particles(path, defines=defines)
+    residues = list(mapping.topology.residues())
+    wanted = [(_residue_key(residues[b.residue_index].name), b.name) for b in mapping.beads]
+    wanted_residue = [b.residue_index for b in mapping.beads]
+    have = [(_residue_key(p.resname), p.name) for p in particles]
+    m, n = len(wanted), len(particles)
+
+    def first_difference(start: int) -> int:
+        """Index (in the model) of the first bead that does not fit at ``start``; m if all fit."""
+        for k in range(m):
+            if start + k >= n or have[start + k] != wanted[k]:
+                return k
+            if k and (wanted_residue[k] != wanted_residue[k - 1]) != (
+                    (particles[start + k].resid, particles[start + k].resname)
+                    != (particles[start + k - 1].resid, particles[start + k - 1].resname)):
+                return k
+        return m
+
+    matches, best = [], (-1, 0)
+    for start in range(n):
+        if have[start] != wanted[0]:
+            continue
+        fit = first_difference(start)
+        if fit == m:
+            matches.append(start)
+        elif fit > best[0]:
+            best = (fit, start)
+    if len(matches) == 1:
+        return np.arange(matches[0], matches[0] + m)
+    what = f"{m} beads of the model ({wanted[0][0]} {wanted[0][1]} ... {wanted[-1][0]} {wanted[-1][1]})"
+    if matches:
+        where = ", ".join(f"{s + 1}-{s + m}" for s in matches[:5])
+        raise InputError(f"{path}: holds {len(matches)} copies of the {what}, at particles {where}; "
+                         "backmap one copy: write a CG trajectory of it alone (gmx trjconv -n)")
+    if best[0] < 0:
+        raise InputError(f"{path}: none of its {n} particles is the model's first bead {wanted[0][1]} of residue "
+                         f"{wanted[0][0]}; the CG system does not hold the {what}")
+    fit, start = best
+    if start + fit >= n:
+        raise InputError(f"{path}: the closest match to the {what} starts at particle {start + 1} and runs past "
+                         f"the end of the file after {fit} beads")
+    p = particles[start + fit]
+    line = f" (line {p.line})" if p.line else ""
+    bead = mapping.beads[fit]
+    residue = residues[bead.residue_index]
+    raise InputError(
+        f"{path}: no run of particles matches the {what}; the closest starts at particle {start + 1} and differs "
+        f"at model bead {fit + 1} ({bead.name} of {residue.name}{residue.id}): the file has particle {start + fit + 1} "
+        f"{p.name} of {p.resname}{p.resid}{line}"
+    )
