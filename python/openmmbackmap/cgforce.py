@@ -4,11 +4,13 @@ A CG force field here is a TorchScript module ``forward(positions) -> energy`` (
 kJ/mol out) that :class:`openmmtorch.TorchForce` evaluates; OpenMM takes the forces from
 its autograd gradient. The energy is a physical prior plus a small neural network:
 
-- prior: harmonic bonds between bonded beads, harmonic angles over bonded triplets, a
-  cosine series (orders 1-3, cosine and sine terms, so chirality is kept) over bonded
-  quadruplets (for the ``backbone`` mapping of the alanine dipeptide these are phi and psi),
-  and a repulsion ``kT (sigma / r)^12`` between beads three or more bonds apart. Its
-  parameters come from Boltzmann inversion of the mapped reference distributions.
+- prior: harmonic bonds between bonded beads, restricted-bending angles over bonded triplets
+  (``k (cos theta - cos theta_0)^2 / (2 sin^2 theta)``: harmonic near theta_0, infinite at 180
+  degrees, so that the dihedrals stay defined), a cosine series (orders 1-3, cosine and sine
+  terms, so chirality is kept) over bonded quadruplets (for the ``backbone`` mapping of the
+  alanine dipeptide these are phi and psi), and a repulsion ``kT (sigma / r)^12`` between
+  beads three or more bonds apart. Its parameters come from Boltzmann inversion of the mapped
+  reference distributions.
 - network: an MLP on rotation- and translation-invariant features (bond lengths, angles,
   sine and cosine of the dihedrals, distances of non-bonded pairs), trained so that the
   total force matches the mapped atomistic forces (mean squared force error).
@@ -209,7 +211,11 @@ class CGForceField(torch.nn.Module):
 
     def _prior(self, r: torch.Tensor, theta: torch.Tensor, phi: torch.Tensor, rp: torch.Tensor) -> torch.Tensor:
         e = 0.5 * (self.bond_k * (r - self.bond_r0) ** 2).sum(-1)
-        e = e + 0.5 * (self.angle_k * (theta - self.angle_t0) ** 2).sum(-1)
+        # restricted bending (GROMACS angle type 10, as Martini uses it): harmonic in theta near
+        # angle_t0 with the same k, but infinite at 180 degrees, where the dihedrals through the
+        # angle lose their definition and their forces diverge (C-alpha chains reached it)
+        sin2 = torch.sin(theta) ** 2
+        e = e + 0.5 * (self.angle_k * (torch.cos(theta) - torch.cos(self.angle_t0)) ** 2 / sin2.clamp_min(1e-8)).sum(-1)
         nphi = phi.unsqueeze(-1) * self.orders
         e = e + (self.dih_cos * torch.cos(nphi) + self.dih_sin * torch.sin(nphi)).sum(-1).sum(-1)
         e = e + self.rep_eps * ((self.rep_sigma / rp) ** 12).sum(-1)
@@ -412,10 +418,12 @@ def load_force_data(
 def fit_prior(positions: np.ndarray, terms: dict[str, np.ndarray], temperature: float = 300.0) -> dict[str, Any]:
     """Prior parameters from the mapped distributions (Boltzmann inversion).
 
-    Bonds and angles: harmonic with the mean and ``k = kT / variance``. Dihedrals: a cosine
-    series (orders 1-3, cosine and sine) least-squares fitted to ``-kT ln p`` of 10 degree
-    histogram bins (populated bins only). Repulsion: ``kT (sigma / r)^12`` with sigma the
-    0.1th percentile of each non-bonded pair distance, less 0.02 nm.
+    Bonds and angles: the mean and ``k = kT / variance`` (harmonic bonds; angles restricted
+    bending, harmonic near the mean). Dihedrals: a cosine
+    series (orders 1-3, cosine and sine) least-squares fitted to ``-kT ln p`` of all 36
+    10-degree histogram bins, each with one pseudo-count (an unvisited bin gets a finite high
+    free energy). Repulsion: ``kT (sigma / r)^12`` with sigma the 0.1th percentile of each
+    non-bonded pair distance, less 0.02 nm.
     """
     kt = KB * temperature
     x = np.asarray(positions, dtype=np.float64)
@@ -428,16 +436,14 @@ def fit_prior(positions: np.ndarray, terms: dict[str, np.ndarray], temperature: 
     dih_cos, dih_sin = [], []
     for d in range(phi.shape[1]):
         counts, _ = np.histogram(phi[:, d], edges)
-        ok = counts > 0
-        u = -kt * np.log(counts[ok] / counts.sum())
-        basis = np.concatenate(
-            [np.ones((ok.sum(), 1))]
-            + [np.stack([np.cos(n * centres[ok]), np.sin(n * centres[ok])], 1) for n in (1, 2, 3)],
-            axis=1,
-        )
-        coef, *_ = np.linalg.lstsq(basis, u, rcond=None)
-        dih_cos.append(coef[1::2])
-        dih_sin.append(coef[2::2])
+        # Boltzmann inversion over every bin, one pseudo-count each: a bin the data never visit
+        # gets a finite high free energy instead of dropping out of the fit. Dropped, a narrow
+        # (folded-only) distribution let the series dive by thousands of kJ/mol in the unvisited
+        # bins and the CG chain fell into those artificial wells (chignolin ``ca``, 500 frames).
+        u = -kt * np.log((counts + 1.0) / (counts.sum() + len(counts)))
+        c, s_ = _fourier_fit(centres, u, np.ones_like(u))
+        dih_cos.append(c)
+        dih_sin.append(s_)
     p = terms["pairs"]
     rp = np.linalg.norm(x[:, p[:, 1]] - x[:, p[:, 0]], axis=-1)
     return {
@@ -823,9 +829,10 @@ def refine_torsions(
     integral of the mean force across the sparsely sampled barrier, which it determines
     poorly (here: alpha_R 15 % instead of 42 %). Each iteration simulates the current model
     from ``start`` (the first reference configuration), histograms every bead dihedral
-    (10 degree bins) and adds ``damping * kT ln(p_CG / p_ref)``, projected on the prior's
-    cosine series (orders 1-3), to the prior's dihedral coefficients. The network is not
-    changed. Writes ``out_path`` with the refinement history in its metadata.
+    (10 degree bins, one pseudo-count each) and adds ``damping * kT ln(p_CG / p_ref)``, projected
+    on the prior's cosine series (orders 1-3, weighted by the two histograms plus a uniform
+    floor), to the prior's dihedral coefficients. The network is not changed. Writes
+    ``out_path`` with the refinement history in its metadata.
     """
     kt = KB * temperature
     terms = bead_terms(mapping)
@@ -858,9 +865,12 @@ def refine_torsions(
             for d in range(ref_dih.shape[1]):
                 p_cg, _ = np.histogram(cg_dih[:, d], edges)
                 p_ref, _ = np.histogram(ref_dih[:, d], edges)
-                ok = (p_cg > 0) & (p_ref > 0)
-                delta = kt * np.log((p_cg[ok] / p_cg.sum()) / (p_ref[ok] / p_ref.sum()))
-                c, s_ = _fourier_fit(centres[ok], delta, (p_ref[ok] + p_cg[ok]).astype(float))
+                # every bin, one pseudo-count each (as fit_prior): a correction fitted on the few
+                # bins a narrow distribution visits dives without bound in the others
+                q_cg = (p_cg + 1.0) / (p_cg.sum() + len(p_cg))
+                q_ref = (p_ref + 1.0) / (p_ref.sum() + len(p_ref))
+                delta = kt * np.log(q_cg / q_ref)
+                c, s_ = _fourier_fit(centres, delta, q_cg + q_ref + 1.0 / len(centres))
                 module.dih_cos[d] += torch.as_tensor(damping * c, dtype=module.dih_cos.dtype)
                 module.dih_sin[d] += torch.as_tensor(damping * s_, dtype=module.dih_sin.dtype)
         meta["provenance"]["torsion_refinement"] = {
