@@ -143,7 +143,8 @@ def plot_free_energy(reference: np.ndarray, candidate: np.ndarray, coordinates: 
         surfaces.append(f - f[np.isfinite(f)].min())
     top = 8.0
     for ax, f, title in zip(axes, surfaces, ("atomistic reference, mapped", "learned CG force field")):
-        mesh = ax.pcolormesh(coordinates.bins[0], coordinates.bins[1], np.clip(f, 0, top).T, cmap="viridis",
+        shown = np.where(np.isfinite(f), np.clip(f, 0, top), np.nan)  # unvisited bins stay blank
+        mesh = ax.pcolormesh(coordinates.bins[0], coordinates.bins[1], shown.T, cmap="viridis",
                              vmin=0, vmax=top, shading="flat")
         ax.set_title(title)
         ax.set_xlabel(coordinates.labels[0])
