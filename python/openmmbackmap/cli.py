@@ -84,9 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser(
         "train", help="train a backmapper on atomistic trajectories",
-        description=("Train a backmapper (family ic or cvae) on atomistic trajectory segments mapped with a builtin "
-                     "scheme; the tail of every segment is held out as validation (time blocks, never random "
-                     "frames), --test segments for the final test; the model file records both."),
+        description=("Train a backmapper (family ic, cvae or gan) on atomistic trajectory segments mapped with a "
+                     "builtin scheme; the tail of every segment is held out as validation (time blocks, never random "
+                     "frames), --test segments (or --test-tail) for the final test; the model file records both."),
     )
     training.configure_parser(train)
     train.set_defaults(handler=_run_train)

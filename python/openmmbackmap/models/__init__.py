@@ -39,3 +39,4 @@ def create_family(name: str, **options):
 __all__ = ["Backmapper", "create_family", "families", "load_backmapper", "read_metadata", "register_family", "save_backmapper"]
 from openmmbackmap.models import ic as _ic  # noqa: E402,F401  (registers the "ic" family)
 from openmmbackmap.models import cvae as _cvae  # noqa: E402,F401  (registers the "cvae" family)
+from openmmbackmap.models import gan as _gan  # noqa: E402,F401  (registers the "gan" family)
