@@ -1,7 +1,8 @@
 """Chignolin CLN025: CG dynamics of its C-alpha beads, switches to atomistic resolution and back.
 
-The CG model is an elastic network of the ten C-alpha beads (no learned chignolin CG force field
-is shipped yet); every ``--interval`` CG steps the shipped ``cln025_ca_ic.pt`` backmapper draws 4
+The CG model is the shipped learned force field of the ten C-alpha beads (``cln025_ca_cgff.pt``,
+openmm-torch, 5 fs steps), or with ``--cg elastic`` an elastic network around the folded structure
+(10 fs steps); every ``--interval`` CG steps the shipped ``cln025_ca_ic.pt`` backmapper draws 4
 atomistic candidates, the lowest-energy one is relaxed under C-alpha restraints in amber99sbildn +
 OBC, checked (energy below 0 kJ/mol, chirality against the bundled structure, no cis peptide),
 run for ``--md-steps`` steps of atomistic MD and mapped back to the beads. Writes the relaxed
@@ -10,7 +11,8 @@ plot and a summary into ``--out``.
 
 Usage::
 
-    .venv/bin/python examples/switch_chignolin.py [--steps 20000] [--interval 2000] [--md-steps 500] [--out chignolin-switching]
+    .venv/bin/python examples/switch_chignolin.py [--cg learned|elastic] [--steps 20000] [--interval 2000] \
+        [--md-steps 500] [--out chignolin-switching]
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from pathlib import Path
 import openmm
 import openmm.app as app
 
-from openmmbackmap import io, plugins
+from openmmbackmap import cgforce, io, plugins
 from openmmbackmap.cgsystems import elastic_network_system
 from openmmbackmap.models import load_backmapper
 from openmmbackmap.relax import RelaxationSettings
@@ -31,7 +33,9 @@ from openmmbackmap.switching import AtomisticTrajectoryReporter, MultiscaleSimul
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=20000, help="CG steps (10 fs each)")
+    parser.add_argument("--cg", choices=("learned", "elastic"), default="learned",
+                        help="CG force field: the shipped learned one (5 fs steps) or an elastic network (10 fs)")
+    parser.add_argument("--steps", type=int, default=20000, help="CG steps")
     parser.add_argument("--interval", type=int, default=2000)
     parser.add_argument("--md-steps", type=int, default=500, help="atomistic MD steps (2 fs) after each switch")
     parser.add_argument("--seed", type=int, default=1)
@@ -42,10 +46,13 @@ def main() -> None:
     _, native = io.load_topology(io.bundled("chignolin/cln025.pdb"))
     mapping = backmapper.mapping
     beads = mapping.map(native)
-    integrator = openmm.LangevinMiddleIntegrator(300, 1, 0.01)
+    if args.cg == "learned":
+        system, timestep_ps = cgforce.create_cg_system(mapping, cgforce.bundled_model("cln025_ca_cgff.pt")), 0.005
+    else:
+        system, timestep_ps = elastic_network_system(mapping, beads, cutoff=1.0, k=1000.0), 0.01
+    integrator = openmm.LangevinMiddleIntegrator(300, 1, timestep_ps)
     integrator.setRandomNumberSeed(args.seed)
-    cg = app.Simulation(mapping.cg_topology, elastic_network_system(mapping, beads, cutoff=1.0, k=1000.0),
-                        integrator, plugins.platform("CPU"), {"Threads": "1"})
+    cg = app.Simulation(mapping.cg_topology, system, integrator, plugins.platform("CPU"), {"Threads": "1"})
     cg.context.setPositions(beads)
     cg.context.setVelocitiesToTemperature(300, args.seed)
 

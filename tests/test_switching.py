@@ -377,14 +377,15 @@ def test_config_errors_name_the_file_and_key(tmp_path):
 
 
 def test_chignolin_cg_to_atomistic_md_and_back(tmp_path):
+    """The chain a user runs: learned CG force field (TorchForce) -> switch with a shipped backmapper -> MD -> back."""
     model = load_backmapper(io.bundled("models/cln025_ca_ic.pt"))
     _, native = io.load_topology(io.bundled("chignolin/cln025.pdb"))
     mapping = model.mapping
     beads = mapping.map(native)
-    integrator = openmm.LangevinMiddleIntegrator(300, 1, 0.01)
+    integrator = openmm.LangevinMiddleIntegrator(300, 1, 0.005)
     integrator.setRandomNumberSeed(3)
-    cg = app.Simulation(mapping.cg_topology, elastic_network_system(mapping, beads), integrator,
-                        openmm.Platform.getPlatformByName("CPU"), {"Threads": "1"})
+    cg = app.Simulation(mapping.cg_topology, create_cg_system(mapping, bundled_model("cln025_ca_cgff.pt")),
+                        integrator, openmm.Platform.getPlatformByName("CPU"), {"Threads": "1"})
     cg.context.setPositions(beads)
     cg.context.setVelocitiesToTemperature(300, 3)
     simulation = MultiscaleSimulation(
