@@ -1,5 +1,6 @@
 """Learned CG force field (openmmbackmap.cgforce): TorchForce agreement, training, systems, stability, bad input."""
 
+import json
 import shutil
 
 import numpy as np
@@ -207,3 +208,19 @@ def test_torsion_refinement_runs_and_keeps_metadata(mapping, tmp_path, reference
     before, after = torch.jit.load(str(MODEL)), torch.jit.load(str(out))
     assert not torch.equal(before.dih_cos, after.dih_cos)
     assert torch.equal(before.bond_k, after.bond_k)
+
+
+def test_bundled_chignolin_reference_loads_for_force_matching():
+    """The shipped chignolin segments (compact form) give C-alpha data at each segment's temperature."""
+    folder = io.bundled("chignolin/reference")
+    prefixes = sorted(p.with_suffix("") for p in folder.glob("cln025_*.json"))
+    assert len(prefixes) >= 3
+    topology, _ = io.load_topology(prefixes[0].with_suffix(".pdb"))
+    mapping = Mapping.from_scheme(topology, "ca")
+    for prefix in prefixes:
+        provenance = json.loads(prefix.with_suffix(".json").read_text())
+        data = cgforce.load_force_data([prefix], mapping, provenance["temperature_K"])
+        assert data.positions.shape == data.forces.shape == (provenance["n_frames"], 10, 3)
+        # the bundle holds every XTC frame: its beads are the XTC's C-alpha atoms (0.001 nm rounding)
+        xtc = io.load_trajectory(prefix.with_suffix(".xtc"), topology)
+        np.testing.assert_allclose(mapping.map(xtc.xyz.astype(np.float64)), data.positions, atol=1e-3)

@@ -257,8 +257,6 @@ def test_train_and_apply_on_the_command_line(ala2_paths, tmp_path, capsys, monke
 def test_shipped_models_on_the_bundled_run(ala2, scheme):
     """The shipped models (trained on reference-data/ala2, another run), along the bundled 1 ns."""
     path = SHIPPED / f"ala2_{scheme}_cvae.pt"
-    if not path.is_file():
-        pytest.skip(f"{path.name} is not built")
     topology, xyz = ala2
     backmapper = load_backmapper(path, topology=topology)
     provenance = backmapper.metadata.provenance

@@ -193,8 +193,6 @@ def test_shipped_models_on_the_bundled_run(ala2, scheme):
     from openmmbackmap.bench import distributions, structural
 
     path = Path(openmmbackmap.__file__).parent / "data" / "models" / f"ala2_{scheme}_ic.pt"
-    if not path.is_file():
-        pytest.skip(f"{path.name} is not built")
     topology, xyz = ala2
     backmapper = load_backmapper(path, topology=topology)
     assert backmapper.metadata.provenance["command"].startswith(".venv/bin/python -m openmmbackmap.training")
