@@ -1,0 +1,76 @@
+"""The shipped chignolin `ca` backmappers on bundled reference segments: accuracy, structure, folding.
+
+For each model and segment: 10 samples of every frame (the `cvae` runs along the trajectory,
+10 replicas), best-of-10 and mean heavy-atom RMSD to the true frames
+(:func:`openmmbackmap.bench.accuracy.best_of_n_rmsd`), bond score, chirality errors and
+non-proline cis peptides of the first sample, and the folded fraction of the reference and of
+the backmapped frames by two definitions: C-alpha RMSD <= 0.2 nm (equal by construction for the
+`ca` mapping) and native heavy-atom contacts Q > 0.7 (:mod:`openmmbackmap.bench.folding`).
+The shipped models were trained on segments 0-1 and tested on segment 2 (their metadata).
+
+    .venv/bin/python benchmarks/bench_chignolin_backmappers.py --segments 002
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from openmmbackmap import io
+from openmmbackmap.bench import accuracy, folding, structural
+from openmmbackmap.bench.structure import TopologyFeatures
+from openmmbackmap.models import load_backmapper
+
+MODELS = ("cln025_ca_ic.pt", "cln025_ca_cvae.pt")
+#: Q above which a frame counts as folded by native contacts.
+FOLDED_Q = 0.7
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--segments", nargs="+", default=["002"], help="bundled segment numbers (held out: 002)")
+    parser.add_argument("--samples", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--out", type=Path,
+                        default=Path(__file__).parent / "results" / "chignolin_backmappers.json")
+    args = parser.parse_args()
+    topology, native = io.load_topology(io.bundled("chignolin/cln025.pdb"))
+    features = TopologyFeatures.from_topology(topology)
+    results = {}
+    for name in MODELS:
+        model = load_backmapper(io.bundled("models/" + name))
+        for segment in args.segments:
+            reference = io.load_trajectory(io.bundled(f"chignolin/reference/cln025_{segment}.xtc"), topology).xyz
+            reference = reference.astype(np.float64)
+            cg = model.mapping.map(reference)
+            if model.temporal:
+                samples = np.asarray(model.trajectory(cg, samples=args.samples, seed=args.seed), dtype=np.float64)
+            else:
+                samples = np.stack([np.asarray(model(cg, seed=args.seed + k), dtype=np.float64)
+                                    for k in range(args.samples)])
+            rmsd = accuracy.best_of_n_rmsd(samples, reference, features)
+            q_reference = folding.native_contacts_fraction(reference, topology, native)
+            q_backmapped = folding.native_contacts_fraction(samples[0], topology, native)
+            entry = {
+                "best_of_n_heavy_rmsd_nm": rmsd["best_heavy"], "mean_heavy_rmsd_nm": rmsd["mean_heavy"],
+                "bond_score": structural.bond_score(samples[0], reference, features),
+                "chirality_errors": structural.chirality_errors(samples[0], native, features)["total"],
+                "cis_peptides": structural.cis_peptides(samples[0], features)["total"],
+                "folded_ca_rmsd": {"reference": folding.folded_fraction(reference, topology, native),
+                                   "backmapped": folding.folded_fraction(samples[0], topology, native)},
+                "folded_native_contacts": {"reference": float(np.mean(q_reference > FOLDED_Q)),
+                                           "backmapped": float(np.mean(q_backmapped > FOLDED_Q))},
+                "frames": int(len(reference)), "samples": args.samples,
+            }
+            results[f"{name} segment {segment}"] = entry
+            print(name, segment, json.dumps(entry), flush=True)
+    io.write_json(args.out, {"command": "benchmarks/bench_chignolin_backmappers.py --segments " + " ".join(args.segments)
+                             + f" --samples {args.samples} --seed {args.seed}", "folded_q": FOLDED_Q, "results": results})
+    print(f"saved {args.out}")
+
+
+if __name__ == "__main__":
+    main()
