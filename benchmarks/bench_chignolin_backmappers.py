@@ -5,8 +5,11 @@ For each model and segment: 10 samples of every frame (the `cvae` runs along the
 (:func:`openmmbackmap.bench.accuracy.best_of_n_rmsd`), bond score, chirality errors and
 non-proline cis peptides of the first sample, and the folded fraction of the reference and of
 the backmapped frames by two definitions: C-alpha RMSD <= 0.2 nm (equal by construction for the
-`ca` mapping) and native heavy-atom contacts Q > 0.7 (:mod:`openmmbackmap.bench.folding`).
-The shipped models were trained on segments 0-1 and tested on segment 2 (their metadata).
+`ca` mapping) and native heavy-atom contacts Q > 0.7 (:mod:`openmmbackmap.bench.folding`); the
+bond, angle and dihedral JSD of all samples pooled against the reference frames, and the temporal
+coherence of the first sample (for `ic` every frame is independent; `cvae` runs along the trajectory).
+The shipped models were trained on segments 0, 1, 3, 4, 5 and tested on segment 2 (their metadata).
+For scale, ``jsd_reference_halves`` is the JSD of the segment's two halves against each other.
 
     .venv/bin/python benchmarks/bench_chignolin_backmappers.py --segments 002
 """
@@ -20,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from openmmbackmap import io
-from openmmbackmap.bench import accuracy, folding, structural
+from openmmbackmap.bench import accuracy, distributions, folding, kinetics, structural
 from openmmbackmap.bench.structure import TopologyFeatures
 from openmmbackmap.models import load_backmapper
 
@@ -65,6 +68,13 @@ def main() -> None:
                                            "backmapped": float(np.mean(q_backmapped > FOLDED_Q))},
                 "frames": int(len(reference)), "samples": args.samples,
             }
+            # Distributions pooled over all samples (10 x 500 frames against 500 reference frames).
+            jsd = distributions.internal_coordinate_jsd(samples.reshape(-1, *samples.shape[2:]), reference, features)
+            entry["jsd_mean"] = {kind: jsd[f"mean_{kind}"] for kind in ("bonds", "angles", "dihedrals")}
+            entry["temporal_coherence"] = kinetics.temporal_coherence(samples[0], reference, features)
+            half = len(reference) // 2
+            floor = distributions.internal_coordinate_jsd(reference[:half], reference[half:], features)
+            entry["jsd_reference_halves"] = {kind: floor[f"mean_{kind}"] for kind in ("bonds", "angles", "dihedrals")}
             results[f"{name} segment {segment}"] = entry
             print(name, segment, json.dumps(entry), flush=True)
     io.write_json(args.out, {"command": "benchmarks/bench_chignolin_backmappers.py --segments " + " ".join(args.segments)

@@ -274,3 +274,18 @@ def test_shipped_models_on_the_bundled_run(ala2, scheme):
     assert np.sqrt(((backmapper.mapping.map(out) - cg) ** 2).sum(-1).mean(-1)).mean() < 0.02  # nm
     assert 0.8 <= kinetics.temporal_coherence(out, xyz, features) <= 1.25
     assert not math.isnan(backmapper.metadata.validation["test"]["time"]["transition_rate_ratio"])
+
+
+def test_persistence_starts_at_the_von_mises_fit_of_the_steps():
+    """kappa of each free torsion starts at the concentration of its frame-to-frame steps (random walks
+    with von Mises steps of known kappa, wrapped as torsions are)."""
+    from openmmbackmap.training import _initialise_persistence
+
+    rng = np.random.default_rng(3)
+    for kappa in (2.0, 10.0, 40.0):
+        walk = np.angle(np.exp(1j * np.cumsum(rng.vonmises(0.0, kappa, size=(20000, 3)), axis=0)))
+        holder = torch.nn.Module()
+        holder.persistence = torch.nn.Parameter(torch.zeros(3))
+        _initialise_persistence(holder, [walk[:10000], walk[10000:]], stride=1)
+        estimate = torch.nn.functional.softplus(holder.persistence).detach().numpy()
+        assert np.allclose(estimate, kappa, rtol=0.15), (kappa, estimate)

@@ -28,7 +28,11 @@ What is generated, and how (built on :mod:`openmmbackmap.models.ic`):
   ``p(torsions | z, c)`` is a categorical distribution over :data:`~openmmbackmap.models.ic.N_BINS`
   bins per free torsion, independent given ``z`` (so correlations between torsions, e.g.
   phi and psi, have to pass through ``z``), sampled by the Gumbel-max trick with a uniform
-  jitter inside the bin;
+  jitter inside the bin. To the decoder's logits of torsion ``k`` is added a learnt
+  persistence kernel ``kappa_k cos(bin - previous_k)`` (zero on the first-frame path): how
+  strongly a torsion stays where it was is one parameter per torsion rather than something
+  an MLP must learn from sine and cosine inputs, which the few thousand frame pairs of a
+  reference are not enough for;
 - training maximises the evidence lower bound (cross-entropy of the torsion bins plus the KL
   divergence of ``q`` from the prior), :func:`openmmbackmap.training.train_cvae`, on pairs of
   frames ``stride`` apart. A model backmaps trajectories whose frames are that far apart;
@@ -101,8 +105,12 @@ class CVAEBackmapper(ZMatrixModule):
         hidden: int = 128,
         latent: int = 8,
         n_bins: int = N_BINS,
+        closure_stats: Optional[tuple[np.ndarray, np.ndarray]] = None,
+        covariance: Optional[np.ndarray] = None,
     ):
-        super().__init__(zmatrix, mapping_matrix, r_stats, theta_stats, phi_stats, free, feature_stats)
+        super().__init__(
+            zmatrix, mapping_matrix, r_stats, theta_stats, phi_stats, free, feature_stats, closure_stats, covariance=covariance
+        )
         if self.n_free == 0:
             raise MappingError(
                 "the cvae family generates free torsions, and this Z-matrix has none (every torsion is "
@@ -122,6 +130,14 @@ class CVAEBackmapper(ZMatrixModule):
         self.prior = _mlp(condition, hidden, 2 * self.latent)
         self.encoder = _mlp(condition + 2 * m, hidden, 2 * self.latent)
         self.decoder = _mlp(condition + self.latent, hidden, m * self.n_bins)
+        # Persistence: torsion k's logits get kappa_k * cos(bin centre - its previous value), a von
+        # Mises kernel around where it was (zero on the first-frame path, whose sin/cos are zeros).
+        # An MLP learns "stay where you were" from sin/cos inputs only with far more frames than a
+        # reference holds (chignolin `ca`: its temporal and first-frame bounds came out equal).
+        self.persistence = torch.nn.Parameter(torch.zeros(m))
+        centres = -math.pi + (np.arange(self.n_bins) + 0.5) * 2.0 * math.pi / self.n_bins
+        self.register_buffer("bin_cos", torch.as_tensor(np.cos(centres), dtype=torch.float32))
+        self.register_buffer("bin_sin", torch.as_tensor(np.sin(centres), dtype=torch.float32))
 
     # -------------------------------------------------------------- pieces
 
@@ -149,8 +165,13 @@ class CVAEBackmapper(ZMatrixModule):
         return mean, log_variance.clamp(-10.0, 4.0)  # numerical safety only
 
     def logits(self, condition: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """Torsion-bin logits (frames, free, bins) of the decoder."""
-        return self.decoder(torch.cat([condition, z], dim=1)).view(-1, self.n_free, self.n_bins)
+        """Torsion-bin logits (frames, free, bins) of the decoder, plus the persistence kernel."""
+        logits = self.decoder(torch.cat([condition, z], dim=1)).view(-1, self.n_free, self.n_bins)
+        start = self.n_features
+        sin_previous = condition[:, start : start + self.n_free].unsqueeze(2)
+        cos_previous = condition[:, start + self.n_free : start + 2 * self.n_free].unsqueeze(2)
+        kappa = torch.nn.functional.softplus(self.persistence).view(1, -1, 1)
+        return logits + kappa * (cos_previous * self.bin_cos + sin_previous * self.bin_sin)
 
     def sample_free(self, condition: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Free torsions (frames, free), radians: ``z`` from the prior, bins from the decoder, jitter in the bin."""
@@ -181,10 +202,10 @@ class CVAEBackmapper(ZMatrixModule):
             cg = cg.to(torch.float32)
             generator = torch.Generator()
             generator.manual_seed(seed)
-            r, theta, phi = self.sample_geometry(cg.size(0), generator)
+            r, theta, phi, closure = self.sample_geometry(cg.size(0), generator)
             torsions = self.sample_free(self.condition(cg, previous), generator)
             phi = phi.index_copy(1, self.free_rows, torsions)
-            return self.build(cg, r, theta, phi)
+            return self.build(cg, r, theta, phi, closure)
 
 
 # ---------------------------------------------------------------------- family
