@@ -64,7 +64,7 @@ from openmmbackmap.models.ic import (
     build_zmatrix,
     circular_statistics,
     closure_statistics,
-    ic_covariance,
+    conditional_geometry,
     internal_coordinates,
 )
 
@@ -282,6 +282,19 @@ def _normalise_features(module: torch.nn.Module, cg: torch.Tensor) -> None:
         module.feature_std.copy_(raw.std(0).clamp_min(1e-3))
 
 
+def _fit_dependent_geometry(module, zmatrix, cg: torch.Tensor, r, theta, phi, stats, free_columns: np.ndarray) -> None:
+    """Make the module's bonded geometry conditional on the CG and the free torsions (:func:`conditional_geometry`).
+
+    Call after the feature standardisation is set: the regression is on standardised features.
+    """
+    with torch.no_grad():
+        features = module.features(cg)
+        condition = module.geometry_condition(features, torch.from_numpy(phi[:, free_columns]).to(features.dtype))
+    means = tuple(s[0] for s in stats)
+    regression, covariance = conditional_geometry(condition.double().numpy(), r, theta, phi, means)
+    module.set_dependent_geometry(zmatrix, tuple(s[1] for s in stats), covariance, regression)
+
+
 def _initialise_persistence(module: torch.nn.Module, torsions: Sequence[np.ndarray], stride: int) -> None:
     """Start each free torsion's persistence kappa at the von Mises fit of its steps ``stride`` frames apart.
 
@@ -380,11 +393,12 @@ def train_ic(
     module = ICBackmapper(
         zmatrix, matrix, r_stats, theta_stats, phi_stats, free,
         (np.zeros(n_features), np.ones(n_features)), hidden=hidden, n_bins=n_bins,
-        closure_stats=closure_statistics(train_xyz, zmatrix), covariance=ic_covariance(r, theta, phi),
+        closure_stats=closure_statistics(train_xyz, zmatrix),
     )
     train_cg = torch.from_numpy(mapping.map(train_xyz))
     validation_cg = torch.from_numpy(mapping.map(validation_xyz))
     _normalise_features(module, train_cg)
+    _fit_dependent_geometry(module, zmatrix, train_cg, r, theta, phi, (r_stats, theta_stats, phi_stats), free_columns)
 
     def tensors(cg: torch.Tensor, torsions: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         with torch.no_grad():
@@ -621,9 +635,11 @@ def train_cvae(
     module = CVAEBackmapper(
         zmatrix, mapping.matrix.toarray(), r_stats, theta_stats, phi_stats, free,
         (np.zeros(n_features), np.ones(n_features)), hidden=hidden, latent=latent, n_bins=n_bins,
-        closure_stats=closure_statistics(train_xyz, zmatrix), covariance=ic_covariance(r, theta, phi),
+        closure_stats=closure_statistics(train_xyz, zmatrix),
     )
     _normalise_features(module, torch.from_numpy(mapping.map(train_xyz)))
+    _fit_dependent_geometry(module, zmatrix, torch.from_numpy(mapping.map(train_xyz)), r, theta, phi,
+                            (r_stats, theta_stats, phi_stats), free_columns)
     _initialise_persistence(module, [internal_coordinates(b, zmatrix)[2][:, free_columns] for b in train_blocks], stride)
 
     def tensors(blocks: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -206,8 +206,8 @@ def test_shipped_models_on_the_bundled_run(ala2, scheme):
 
 def test_ring_and_peptide_bonds_are_closed_on_chignolin():
     """Chignolin `ca`: ring closures (Tyr, Trp, Pro) and anchor-to-anchor peptide bonds, trained on one
-    bundled segment and tested on another, land within 10 % of their length; without the closing
-    sweeps they do not. Closing keeps handedness and equivariance."""
+    bundled segment and tested on another, land within 10 % of their length, nearer than without the
+    closing sweeps. Closing keeps handedness and equivariance."""
     from openmmbackmap import io
     from openmmbackmap.bench import structural
 
@@ -238,7 +238,11 @@ def test_ring_and_peptide_bonds_are_closed_on_chignolin():
 
     result.module.closure_iterations = 0  # the same model, rings left as NeRF leaves them
     open_rings = result.module(torch.from_numpy(cg), None, 4).double().numpy()
-    assert (np.abs(geometry.distances(open_rings, bonds) - ideal) <= 0.1 * ideal).mean() < 0.99
+    error_open = np.abs(geometry.distances(open_rings, bonds) - ideal).max(axis=0)
+    error_closed = np.abs(geometry.distances(closed, bonds) - ideal).max(axis=0)
+    # Worst frame per closure bond: the conditional geometry already closes most rings; the sweeps
+    # halve what is left (to the spread of the sampled target lengths).
+    assert error_closed.max() < error_open.max() and error_closed.mean() < 0.7 * error_open.mean()
 
 
 def test_dependent_geometry_keeps_the_training_correlations():
@@ -262,3 +266,22 @@ def test_dependent_geometry_keeps_the_training_correlations():
     _, sampled_theta, _ = internal_coordinates(samples, zmatrix)
     sampled = np.corrcoef(sampled_theta[:, learnt], rowvar=False)
     assert np.abs(sampled[i, j] - reference[i, j]).max() < 0.15
+
+
+def test_conditional_geometry_recovers_a_planted_dependence():
+    """An angle whose mean follows sin(chi) by 0.1 rad, with 0.02 rad of noise: the regression finds the
+    slope and the residual covariance is the noise's, not the marginal spread."""
+    from openmmbackmap.models.ic import conditional_geometry
+
+    rng = np.random.default_rng(0)
+    chi = rng.uniform(-math.pi, math.pi, 5000)
+    theta = 1.9 + 0.1 * np.sin(chi) + 0.02 * rng.standard_normal(5000)
+    r = 0.15 + 0.003 * rng.standard_normal(5000)
+    phi = 2.0 + 0.05 * rng.standard_normal(5000)
+    condition = np.stack([np.sin(chi), np.cos(chi), np.ones(5000)], axis=1)
+    regression, covariance = conditional_geometry(
+        condition, r[:, None], theta[:, None], phi[:, None], (np.array([0.15]), np.array([1.9]), np.array([2.0])), ridge=1e-4
+    )
+    assert regression[0, 1] == pytest.approx(0.1, abs=0.005) and abs(regression[1, 1]) < 0.005  # theta on sin, cos
+    assert np.abs(regression[:2, [0, 2]]).max() < 0.005  # r and phi depend on nothing
+    assert math.sqrt(covariance[1, 1]) == pytest.approx(0.02, rel=0.05)

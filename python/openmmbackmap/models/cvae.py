@@ -202,8 +202,11 @@ class CVAEBackmapper(ZMatrixModule):
             cg = cg.to(torch.float32)
             generator = torch.Generator()
             generator.manual_seed(seed)
-            r, theta, phi, closure = self.sample_geometry(cg.size(0), generator)
-            torsions = self.sample_free(self.condition(cg, previous), generator)
+            condition = self.condition(cg, previous)
+            torsions = self.sample_free(condition, generator)
+            r, theta, phi, closure = self.sample_geometry(
+                cg.size(0), generator, self.geometry_condition(condition[:, : self.n_features], torsions)
+            )
             phi = phi.index_copy(1, self.free_rows, torsions)
             return self.build(cg, r, theta, phi, closure)
 

@@ -37,15 +37,18 @@ handedness, and the move is rotation- and translation-equivariant.
 
 Distributions, learnt by :func:`openmmbackmap.training.train_ic`:
 
-- bond lengths, angles and dependent torsions: one joint Gaussian over all of them (the
-  training covariance, :func:`ic_covariance`), independent of the CG, sampled as
-  ``mean + L eps`` with the standard normal ``eps`` truncated at 3. The correlations matter:
-  sampled independently, the deviations of neighbouring angles and impropers add up along
-  side chains instead of compensating as they do in the reference (chignolin `ca`, held-out
-  frames: angle JSD 0.08 independent, 0.04 joint);
+- bond lengths, angles and dependent torsions: one joint Gaussian over all of them whose mean
+  is linear in the CG features and the sine and cosine of the free torsions
+  (:func:`conditional_geometry`, fitted on the training frames; the covariance is that of
+  the residuals), sampled as ``mean + L eps`` with the standard normal ``eps`` truncated at
+  3, after the free torsions. Both parts matter. Sampled independently, the deviations of
+  neighbouring angles and impropers add up along side chains instead of compensating as
+  they do in the reference; with one mean for all conformations every sample carries the
+  spread of all of them (chignolin `ca`, held-out frames with the true free torsions:
+  angle JSD 0.08 independent, 0.04 joint, 0.02 conditional);
 - *dependent* torsions (impropers, and proper torsions whose training spread is below
-  :data:`FREE_TORSION_SPREAD`, e.g. the peptide omega): a Gaussian around the circular mean,
-  its deviation clipped to ``min(3 sigma, 60 degrees)`` and, for an improper that sets a
+  :data:`FREE_TORSION_SPREAD`, e.g. the peptide omega) are part of that Gaussian, as
+  deviations from their circular mean, clipped to ``min(3 sigma, 60 degrees)`` and, for an improper that sets a
   handedness, to 10 degrees short of planar (:func:`dependent_limits`), so neither chirality
   nor cis/trans can change whatever sigma was learnt;
 - *free* torsions: a categorical distribution over :data:`N_BINS` bins (uniform jitter inside
@@ -98,8 +101,10 @@ CLOSURE_REACH = 2
 #: about six constraints that want the ring as placed, and at equal weight would stay half
 #: open (chignolin `ca`, held-out frames: bond score 0.997 at weight 1, 1.000 at 5).
 CLOSURE_WEIGHT = 5.0
-#: Shrinkage of the internal-coordinate covariance towards its diagonal (:func:`ic_covariance`).
+#: Shrinkage of the internal-coordinate covariance towards its diagonal (:func:`conditional_geometry`).
 COVARIANCE_SHRINKAGE = 0.05
+#: Ridge penalty of the conditional mean of the bonded geometry (:func:`conditional_geometry`).
+GEOMETRY_RIDGE = 0.01
 #: The three virtual points the internal frame of an unanchored model starts from (nm).
 VIRTUAL_POINTS = np.array([[0.0, 0.0, 0.0], [-1.0, 0.0, 0.0], [-1.0, 1.0, 0.0]])
 
@@ -392,17 +397,51 @@ def closure_statistics(xyz: np.ndarray, zmatrix: ZMatrix) -> tuple[np.ndarray, n
     return lengths.mean(0), lengths.std(0)
 
 
-def ic_covariance(r: np.ndarray, theta: np.ndarray, phi: np.ndarray, shrinkage: float = COVARIANCE_SHRINKAGE) -> np.ndarray:
-    """Covariance (3 rows, 3 rows) of bond lengths, angles and torsion deviations, in that order.
+def conditional_geometry(
+    condition: np.ndarray,
+    r: np.ndarray,
+    theta: np.ndarray,
+    phi: np.ndarray,
+    means: tuple[np.ndarray, np.ndarray, np.ndarray],
+    ridge: float = GEOMETRY_RIDGE,
+    shrinkage: float = COVARIANCE_SHRINKAGE,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Linear conditional mean of (r, theta, torsion deviation) given ``condition``, and the residuals' covariance.
 
-    Torsions enter as their deviation from the circular mean, wrapped to (-pi, pi]. The
-    off-diagonal part is shrunk by ``shrinkage`` towards zero, which keeps the matrix positive
-    definite when rows outnumber frames.
+    Bonded geometry follows the conformation: the N-CA-C angle with phi and psi, a ring's
+    impropers with its chi. With one mean for all frames a sample carries the spread of every
+    conformation at once, so consecutive frames of a trajectory differ by more than they do
+    in the reference (chignolin `ca` cvae) and angle and dihedral distributions broaden.
+
+    Parameters
+    ----------
+    condition
+        (frames, conditions), :meth:`ZMatrixModule.geometry_condition` of the training frames
+        (its last column is the constant 1, the intercept, which is not penalised).
+    r, theta, phi
+        (frames, rows) internal coordinates of the training frames.
+    means
+        The per-row means the module adds the deviations to (phi: the circular mean).
+    ridge
+        Ridge penalty per frame on the standardised conditions.
+    shrinkage
+        Weight of the residual covariance's diagonal against the full matrix (keeps it
+        positive definite when rows outnumber frames).
+
+    Returns
+    -------
+    regression, covariance
+        (conditions, 3 rows) coefficients and (3 rows, 3 rows) residual covariance.
     """
-    mean = np.angle(np.exp(1j * phi).mean(0))
-    deviation = np.angle(np.exp(1j * (phi - mean)))
-    covariance = np.atleast_2d(np.cov(np.concatenate([r, theta, deviation], axis=1), rowvar=False))
-    return (1.0 - shrinkage) * covariance + shrinkage * np.diag(np.diag(covariance))
+    target = np.concatenate(
+        [r - means[0], theta - means[1], np.angle(np.exp(1j * (phi - means[2])))], axis=1
+    )
+    penalty = ridge * len(condition) * np.eye(condition.shape[1])
+    penalty[-1, -1] = 0.0
+    regression = np.linalg.solve(condition.T @ condition + penalty, condition.T @ target)
+    residual = target - condition @ regression
+    covariance = np.atleast_2d(np.cov(residual, rowvar=False))
+    return regression, (1.0 - shrinkage) * covariance + shrinkage * np.diag(np.diag(covariance))
 
 
 def circular_statistics(phi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -505,17 +544,34 @@ class ZMatrixModule(torch.nn.Module):
         buffer("feature_mean", feature_stats[0])
         buffer("feature_std", feature_stats[1])
         self._closure_buffers(zmatrix, closure_stats, closure_iterations, buffer)
-        self._covariance_buffers(covariance, by_level, r_stats, theta_stats, phi_stats, buffer)
+        self.set_dependent_geometry(zmatrix, (r_stats[1], theta_stats[1], phi_stats[1]), covariance)
 
-    def _covariance_buffers(self, covariance, by_level, r_stats, theta_stats, phi_stats, buffer) -> None:
-        """Cholesky factor of the joint Gaussian over the rows' sampled values (level order).
+    def set_dependent_geometry(
+        self,
+        zmatrix: ZMatrix,
+        spreads: tuple[np.ndarray, np.ndarray, np.ndarray],
+        covariance: Optional[np.ndarray],
+        regression: Optional[np.ndarray] = None,
+    ) -> None:
+        """The joint Gaussian of bond lengths, angles and dependent torsions (buffers, level order).
 
-        Only columns with a spread are kept (not the free torsions, not the values fixed by
-        virtual points); without a covariance the factor is the diagonal of the standard
-        deviations, the independent model.
+        Parameters
+        ----------
+        zmatrix
+            The module's Z-matrix.
+        spreads
+            Standard deviations of r, theta and phi per row (Z-matrix order); only columns with
+            a spread are sampled (not the free torsions, not values fixed by virtual points).
+        covariance
+            (3 rows, 3 rows) covariance of (r, theta, torsion deviation), or of the residuals of
+            ``regression``; None: the diagonal of ``spreads`` (independent Gaussians).
+        regression
+            (conditions, 3 rows) coefficients of the conditional mean (:func:`conditional_geometry`)
+            on :meth:`geometry_condition`; None: the mean does not depend on the frame.
         """
+        by_level = np.argsort(zmatrix.level, kind="stable")
         rows = len(by_level)
-        spread = np.concatenate([r_stats[1], theta_stats[1], phi_stats[1]])
+        spread = np.concatenate(spreads)
         order = np.concatenate([by_level, rows + by_level, 2 * rows + by_level])
         columns = order[spread[order] > 0]
         if covariance is None:
@@ -524,8 +580,15 @@ class ZMatrixModule(torch.nn.Module):
             factor = np.linalg.cholesky(np.asarray(covariance)[np.ix_(columns, columns)])
         position = np.empty(3 * rows, dtype=np.int64)
         position[order] = np.arange(3 * rows)  # original column -> level-ordered column
-        buffer("sampled_columns", position[columns], torch.long)
-        buffer("cholesky", factor)
+        coefficients = np.zeros((0, len(columns))) if regression is None else np.asarray(regression)[:, columns]
+        for name, value, dtype in (("sampled_columns", position[columns], torch.long), ("cholesky", factor, torch.float32),
+                                   ("regression", coefficients, torch.float32)):
+            self.register_buffer(name, torch.as_tensor(np.asarray(value), dtype=dtype))
+
+    def geometry_condition(self, features: torch.Tensor, free: torch.Tensor) -> torch.Tensor:
+        """What the dependent geometry's mean depends on: CG features, sin/cos of the free torsions, 1."""
+        ones = torch.ones(features.size(0), 1, dtype=features.dtype)
+        return torch.cat([features, torch.sin(free).to(features.dtype), torch.cos(free).to(features.dtype), ones], dim=1)
 
     def _closure_buffers(self, zmatrix: ZMatrix, closure_stats, iterations: int, buffer) -> None:
         """Distance constraints of :meth:`close`: row bonds, row angles' 1-3 pairs, then closures."""
@@ -592,12 +655,18 @@ class ZMatrixModule(torch.nn.Module):
             parts.append(y / norm)
         return (torch.cat(parts, dim=1) - self.feature_mean) / self.feature_std
 
-    def sample_geometry(self, frames: int, generator: torch.Generator) -> List[torch.Tensor]:
+    def sample_geometry(self, frames: int, generator: torch.Generator, condition: Optional[torch.Tensor] = None) -> List[torch.Tensor]:
         """Bond lengths, angles and dependent torsions (each (frames, rows), level order; free torsions
-        left at 0) and closure bond lengths (frames, closures)."""
+        left at 0) and closure bond lengths (frames, closures).
+
+        ``condition`` (:meth:`geometry_condition`) shifts the mean where the model has a regression.
+        """
         rows = self.x_index.size(0)
         eps = torch.randn(frames, self.cholesky.size(0), generator=generator).clamp(-self.truncation, self.truncation)
-        deviations = torch.zeros(frames, 3 * rows).index_copy(1, self.sampled_columns, eps @ self.cholesky.t())
+        sampled = eps @ self.cholesky.t()
+        if condition is not None and self.regression.size(0) > 0:
+            sampled = sampled + condition.to(sampled.dtype) @ self.regression
+        deviations = torch.zeros(frames, 3 * rows).index_copy(1, self.sampled_columns, sampled)
         r = self.r_mean + deviations[:, :rows]
         theta = self.theta_mean + deviations[:, rows : 2 * rows]
         deviation = torch.maximum(torch.minimum(deviations[:, 2 * rows :], self.phi_limit), -self.phi_limit)
@@ -751,9 +820,12 @@ class ICBackmapper(ZMatrixModule):
         return torch.einsum("bki,kih->bkh", h, self.w3) + self.b3
 
     def sample_internal(self, features: torch.Tensor, generator: torch.Generator) -> List[torch.Tensor]:
-        """Sampled (r, theta, phi), each (frames, rows) in level order, and closure lengths (frames, closures)."""
+        """Sampled (r, theta, phi), each (frames, rows) in level order, and closure lengths (frames, closures).
+
+        The free torsions come first; the rest of the geometry is drawn given them and the CG.
+        """
         frames = features.size(0)
-        r, theta, phi, closure = self.sample_geometry(frames, generator)
+        free = torch.zeros(frames, self.n_free, dtype=features.dtype)
         if self.n_free > 0:
             gumbel = -torch.log(-torch.log(torch.rand(self.n_free, frames, self.n_bins, generator=generator).clamp(1e-10, 1.0 - 1e-7)))
             jitter = torch.rand(self.n_free, frames, generator=generator)
@@ -767,7 +839,10 @@ class ICBackmapper(ZMatrixModule):
                 values.append(angle)
                 previous[:, 2 * k] = torch.sin(angle)
                 previous[:, 2 * k + 1] = torch.cos(angle)
-            phi = phi.index_copy(1, self.free_rows, torch.stack(values, dim=1))
+            free = torch.stack(values, dim=1)
+        r, theta, phi, closure = self.sample_geometry(frames, generator, self.geometry_condition(features, free))
+        if self.n_free > 0:
+            phi = phi.index_copy(1, self.free_rows, free)
         return [r, theta, phi, closure]
 
     # -------------------------------------------------------------- the contract
