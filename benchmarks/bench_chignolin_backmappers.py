@@ -3,7 +3,7 @@
 For each model and segment: 10 samples of every frame (the `cvae` runs along the trajectory,
 10 replicas), best-of-10 and mean heavy-atom RMSD to the true frames
 (:func:`openmmbackmap.bench.accuracy.best_of_n_rmsd`), bond score, chirality errors and
-non-proline cis peptides of the first sample, and the folded fraction of the reference and of
+non-proline cis peptides over all samples, and the folded fraction of the reference and of
 the backmapped frames by two definitions: C-alpha RMSD <= 0.2 nm (equal by construction for the
 `ca` mapping) and native heavy-atom contacts Q > 0.7 (:mod:`openmmbackmap.bench.folding`); the
 bond, angle and dihedral JSD of all samples pooled against the reference frames, and the temporal
@@ -55,13 +55,16 @@ def main() -> None:
                 samples = np.stack([np.asarray(model(cg, seed=args.seed + k), dtype=np.float64)
                                     for k in range(args.samples)])
             rmsd = accuracy.best_of_n_rmsd(samples, reference, features)
+            pooled = samples.reshape(-1, *samples.shape[2:])
             q_reference = folding.native_contacts_fraction(reference, topology, native)
             q_backmapped = folding.native_contacts_fraction(samples[0], topology, native)
             entry = {
                 "best_of_n_heavy_rmsd_nm": rmsd["best_heavy"], "mean_heavy_rmsd_nm": rmsd["mean_heavy"],
-                "bond_score": structural.bond_score(samples[0], reference, features),
-                "chirality_errors": structural.chirality_errors(samples[0], native, features)["total"],
-                "cis_peptides": structural.cis_peptides(samples[0], features)["total"],
+                # Structure over every sample (samples x frames backmapped frames).
+                "bond_score": structural.bond_score(pooled, reference, features),
+                "chirality_errors": structural.chirality_errors(pooled, native, features)["total"],
+                "cis_peptides": structural.cis_peptides(pooled, features)["total"],
+                "backmapped_frames": int(len(pooled)),
                 "folded_ca_rmsd": {"reference": folding.folded_fraction(reference, topology, native),
                                    "backmapped": folding.folded_fraction(samples[0], topology, native)},
                 "folded_native_contacts": {"reference": float(np.mean(q_reference > FOLDED_Q)),
@@ -69,9 +72,12 @@ def main() -> None:
                 "frames": int(len(reference)), "samples": args.samples,
             }
             # Distributions pooled over all samples (10 x 500 frames against 500 reference frames).
-            jsd = distributions.internal_coordinate_jsd(samples.reshape(-1, *samples.shape[2:]), reference, features)
+            jsd = distributions.internal_coordinate_jsd(pooled, reference, features)
             entry["jsd_mean"] = {kind: jsd[f"mean_{kind}"] for kind in ("bonds", "angles", "dihedrals")}
             entry["temporal_coherence"] = kinetics.temporal_coherence(samples[0], reference, features)
+            if model.temporal:  # side by side: the same model with the temporal conditioning removed
+                first_frame_path = np.asarray(model(cg, seed=args.seed), dtype=np.float64)
+                entry["temporal_coherence_first_frame_path"] = kinetics.temporal_coherence(first_frame_path, reference, features)
             half = len(reference) // 2
             floor = distributions.internal_coordinate_jsd(reference[:half], reference[half:], features)
             entry["jsd_reference_halves"] = {kind: floor[f"mean_{kind}"] for kind in ("bonds", "angles", "dihedrals")}
