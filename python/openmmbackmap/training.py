@@ -989,7 +989,8 @@ def train_gan(
         raise InputError(f"the force field's system has {prior.n_atoms} particles; the topology {mapping.n_atoms} atoms")
     torch.manual_seed(seed)
     environment = build_environment(mapping, prior, train_xyz, atom_slots=atom_slots, bead_slots=bead_slots)
-    module = GANBackmapper(environment, mapping.matrix.toarray(), hidden=hidden, noise=noise)
+    module = GANBackmapper(environment, mapping.matrix.toarray(), hidden=hidden, noise=noise,
+                           closure_stats=closure_statistics(train_xyz, environment.zmatrix))
     n_rows = module.n_rows
     condition_size = module.generator[0].in_features - noise - 2
     critic = Discriminator(condition_size, module.n_slots, hidden=hidden)

@@ -482,8 +482,10 @@ class GANBackmapper(ZMatrixModule):
     """The contract's module: CG beads in, atoms out, placed level by level by the generator.
 
     Built on :class:`~openmmbackmap.models.ic.ZMatrixModule` for the Z-matrix buffers (rows
-    in level order), the anchors and the superposition of unanchored builds; the ``ic``
-    statistics it holds are unused. The discriminator is trained beside it and not saved.
+    in level order), the anchors, the closing of ring and peptide bonds that no row places
+    (:meth:`~openmmbackmap.models.ic.ZMatrixModule.close`, after the last atom; with
+    ``closure_stats`` from the training frames) and the superposition of unanchored builds;
+    the ``ic`` statistics it holds are unused. The discriminator is trained beside it and not saved.
     """
 
     n_slots: int
@@ -492,13 +494,20 @@ class GANBackmapper(ZMatrixModule):
     n_points: int
     length_scale: float
 
-    def __init__(self, environment: Environment, mapping_matrix: np.ndarray, hidden: int = 128, noise: int = 8):
+    def __init__(
+        self,
+        environment: Environment,
+        mapping_matrix: np.ndarray,
+        hidden: int = 128,
+        noise: int = 8,
+        closure_stats: Optional[Tuple[np.ndarray, np.ndarray]] = None,
+    ):
         zmatrix = environment.zmatrix
         rows = len(zmatrix.rows)
         stats = (np.zeros(rows), np.zeros(rows))
         n_features = zmatrix.n_features
         super().__init__(zmatrix, mapping_matrix, stats, stats, stats, np.zeros(rows, dtype=bool),
-                         (np.zeros(n_features), np.ones(n_features)))
+                         (np.zeros(n_features), np.ones(n_features)), closure_stats)
         by_level = np.argsort(zmatrix.level, kind="stable")  # the order of the parent's buffers
 
         def buffer(name: str, value, dtype=torch.float32) -> None:
@@ -605,7 +614,10 @@ class GANBackmapper(ZMatrixModule):
                 u = self.generate(self.condition(local, start, stop), z[:, start:stop], start, stop)
                 x = origin + torch.einsum("fri,frij->frj", u, frames)
                 points.index_copy_(1, self.x_index[start:stop], x)
-            atoms = points[:, : self.n_atoms]
+            closure = self.closure_mean + self.closure_std * torch.randn(
+                cg.size(0), self.closure_mean.size(0), generator=generator
+            ).clamp(-self.truncation, self.truncation)
+            atoms = self.close(points[:, : self.n_atoms], closure)
             if not self.anchored:
                 atoms = self.superpose(atoms, cg)
             return atoms
