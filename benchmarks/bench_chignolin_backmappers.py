@@ -1,4 +1,4 @@
-"""The shipped chignolin `ca` backmappers on bundled reference segments: accuracy, structure, folding.
+"""The shipped chignolin `ca` backmappers on bundled reference segments: accuracy, structure, folding, speed.
 
 For each model and segment: 10 samples of every frame (the `cvae` runs along the trajectory,
 10 replicas), best-of-10 and mean heavy-atom RMSD to the true frames
@@ -8,7 +8,10 @@ the backmapped frames by two definitions: C-alpha RMSD <= 0.2 nm (equal by const
 `ca` mapping) and native heavy-atom contacts Q > 0.7 (:mod:`openmmbackmap.bench.folding`); the
 bond, angle and dihedral JSD of all samples pooled against the reference frames, and the temporal
 coherence of the first sample (for `ic` every frame is independent; `cvae` runs along the trajectory).
-The shipped models were trained on segments 0, 1, 3, 4, 5 and tested on segment 2 (their metadata).
+Speed: latency at batch 1 and frames/s at batch 1,024 of each TorchScript module
+(``bench_ic.bench_model``; the `cvae` on its first-frame path), ``--threads`` torch threads.
+The shipped `ic` and `cvae` models were trained on segments 0, 1, 3, 4, 5, the `gan` on 0-1; all
+are tested on segment 2 (their metadata).
 For scale, ``jsd_reference_halves`` is the JSD of the segment's two halves against each other.
 
     .venv/bin/python benchmarks/bench_chignolin_backmappers.py --segments 002
@@ -18,16 +21,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from openmmbackmap import io
 from openmmbackmap.bench import accuracy, distributions, folding, kinetics, structural
 from openmmbackmap.bench.structure import TopologyFeatures
 from openmmbackmap.models import load_backmapper
 
-MODELS = ("cln025_ca_ic.pt", "cln025_ca_cvae.pt")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_ic import bench_model  # noqa: E402  (the speed measurement every family shares)
+
+MODELS = ("cln025_ca_ic.pt", "cln025_ca_cvae.pt", "cln025_ca_gan.pt")
 #: Q above which a frame counts as folded by native contacts.
 FOLDED_Q = 0.7
 
@@ -37,6 +45,8 @@ def main() -> None:
     parser.add_argument("--segments", nargs="+", default=["002"], help="bundled segment numbers (held out: 002)")
     parser.add_argument("--samples", type=int, default=10)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=2, help="torch threads for the speed measurement")
+    parser.add_argument("--no-speed", action="store_true", help="skip the speed measurement")
     parser.add_argument("--out", type=Path,
                         default=Path(__file__).parent / "results" / "chignolin_backmappers.json")
     args = parser.parse_args()
@@ -81,6 +91,9 @@ def main() -> None:
             half = len(reference) // 2
             floor = distributions.internal_coordinate_jsd(reference[:half], reference[half:], features)
             entry["jsd_reference_halves"] = {kind: floor[f"mean_{kind}"] for kind in ("bonds", "angles", "dihedrals")}
+            if not args.no_speed:
+                torch.set_num_threads(args.threads)
+                entry["speed"] = bench_model(io.bundled("models/" + name), 100, 5, 1024, atomistic=reference)
             results[f"{name} segment {segment}"] = entry
             print(name, segment, json.dumps(entry), flush=True)
     io.write_json(args.out, {"command": "benchmarks/bench_chignolin_backmappers.py --segments " + " ".join(args.segments)

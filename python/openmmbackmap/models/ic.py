@@ -146,7 +146,7 @@ class ZMatrix:
         (m, 2) atom pairs whose distance no row sets, held by :meth:`ZMatrixModule.close`:
         first the topology bonds that no row places and that do not join two anchors (ring
         closures and, between anchors, peptide bonds), then the 1-3 pairs of the angles on
-        either side of them.
+        either side of them and of the angles at anchors that no row sets.
     n_closure_bonds
         How many of ``closures`` are bonds (the first ones).
     """
@@ -347,6 +347,13 @@ def build_zmatrix(mapping: Mapping, chain_first: bool = False) -> ZMatrix:
         for centre, other in ((i, j), (j, i))
         for k in neighbours[centre]
         if k != other and not (k in anchors and other in anchors)
+    }
+    # So do the angles at an anchor between substituents placed from different references (N-CA-C
+    # of a C-alpha bead, each placed by its own free torsion): left open, a rare pair of samples
+    # lays N, C and CB flat around the C-alpha and the closing sweeps can tip its handedness.
+    closure_angles |= {
+        frozenset((k, l)) for centre in anchors for k in neighbours[centre] for l in neighbours[centre]
+        if k < l and not (k in anchors and l in anchors)
     }
     closure_angles -= placed_pairs
     closures = np.array(
