@@ -101,6 +101,9 @@ CLOSURE_REACH = 2
 #: about six constraints that want the ring as placed, and at equal weight would stay half
 #: open (chignolin `ca`, held-out frames: bond score 0.997 at weight 1, 1.000 at 5).
 CLOSURE_WEIGHT = 5.0
+#: Weight of a bond to hydrogen: constrained in the reference simulations, so its distribution is
+#: a spike that any stretch shows in the JSD (chignolin `ca`: amide N-H JSD 0.15 at weight 5).
+HYDROGEN_BOND_WEIGHT = 50.0
 #: Shrinkage of the internal-coordinate covariance towards its diagonal (:func:`conditional_geometry`).
 COVARIANCE_SHRINKAGE = 0.05
 #: Ridge penalty of the conditional mean of the bonded geometry (:func:`conditional_geometry`).
@@ -149,6 +152,8 @@ class ZMatrix:
         either side of them and of the angles at anchors that no row sets.
     n_closure_bonds
         How many of ``closures`` are bonds (the first ones).
+    hydrogen
+        Per atom, True for hydrogens.
     """
 
     n_atoms: int
@@ -166,6 +171,7 @@ class ZMatrix:
     bead_torsions: np.ndarray
     closures: np.ndarray
     n_closure_bonds: int
+    hydrogen: np.ndarray
 
     @property
     def n_features(self) -> int:
@@ -375,6 +381,7 @@ def build_zmatrix(mapping: Mapping, chain_first: bool = False) -> ZMatrix:
         bead_torsions=bead_torsions,
         closures=closures,
         n_closure_bonds=len(closure_bonds),
+        hydrogen=~heavy,
     )
 
 
@@ -630,7 +637,8 @@ class ZMatrixModule(torch.nn.Module):
         # ring or peptide unit impossible to close exactly, its angles give way, not its bonds
         # (bonds to hydrogen are constrained in the reference: any stretch shows in their JSD).
         is_bond = np.r_[kept_is_bond, np.arange(len(closures)) < zmatrix.n_closure_bonds]
-        weight = np.where(is_bond, CLOSURE_WEIGHT, 1.0) * moving
+        to_hydrogen = is_bond & zmatrix.hydrogen[pairs].any(axis=1)
+        weight = np.where(to_hydrogen, HYDROGEN_BOND_WEIGHT, np.where(is_bond, CLOSURE_WEIGHT, 1.0)) * moving
         share = weight[:, None] * mobile[pairs] / np.where(moving, total, 1.0)[:, None]
         # Each atom takes the weighted mean of the corrections its constraints ask for (a
         # Jacobi sweep that cannot overshoot however many constraints meet at an atom).
