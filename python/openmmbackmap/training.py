@@ -637,10 +637,12 @@ def train_cvae(
         (np.zeros(n_features), np.ones(n_features)), hidden=hidden, latent=latent, n_bins=n_bins,
         closure_stats=closure_statistics(train_xyz, zmatrix),
     )
-    _normalise_features(module, torch.from_numpy(mapping.map(train_xyz)))
-    _fit_dependent_geometry(module, zmatrix, torch.from_numpy(mapping.map(train_xyz)), r, theta, phi,
-                            (r_stats, theta_stats, phi_stats), free_columns)
-    _initialise_persistence(module, [internal_coordinates(b, zmatrix)[2][:, free_columns] for b in train_blocks], stride)
+    train_cg = torch.from_numpy(mapping.map(train_xyz))
+    _normalise_features(module, train_cg)
+    _fit_dependent_geometry(module, zmatrix, train_cg, r, theta, phi, (r_stats, theta_stats, phi_stats), free_columns)
+    # The free torsions of each training block: phi (of train_xyz, the blocks end to end) cut at the block ends.
+    block_ends = np.cumsum([len(b) for b in train_blocks])[:-1]
+    _initialise_persistence(module, np.split(phi[:, free_columns], block_ends), stride)
 
     def tensors(blocks: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         previous = np.concatenate([b[:-stride] for b in blocks])

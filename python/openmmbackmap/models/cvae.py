@@ -106,11 +106,8 @@ class CVAEBackmapper(ZMatrixModule):
         latent: int = 8,
         n_bins: int = N_BINS,
         closure_stats: Optional[tuple[np.ndarray, np.ndarray]] = None,
-        covariance: Optional[np.ndarray] = None,
     ):
-        super().__init__(
-            zmatrix, mapping_matrix, r_stats, theta_stats, phi_stats, free, feature_stats, closure_stats, covariance=covariance
-        )
+        super().__init__(zmatrix, mapping_matrix, r_stats, theta_stats, phi_stats, free, feature_stats, closure_stats)
         if self.n_free == 0:
             raise MappingError(
                 "the cvae family generates free torsions, and this Z-matrix has none (every torsion is "

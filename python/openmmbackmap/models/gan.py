@@ -614,10 +614,7 @@ class GANBackmapper(ZMatrixModule):
                 u = self.generate(self.condition(local, start, stop), z[:, start:stop], start, stop)
                 x = origin + torch.einsum("fri,frij->frj", u, frames)
                 points.index_copy_(1, self.x_index[start:stop], x)
-            closure = self.closure_mean + self.closure_std * torch.randn(
-                cg.size(0), self.closure_mean.size(0), generator=generator
-            ).clamp(-self.truncation, self.truncation)
-            atoms = self.close(points[:, : self.n_atoms], closure)
+            atoms = self.close(points[:, : self.n_atoms], self.sample_closure(cg.size(0), generator))
             if not self.anchored:
                 atoms = self.superpose(atoms, cg)
             return atoms

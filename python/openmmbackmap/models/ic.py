@@ -521,7 +521,6 @@ class ZMatrixModule(torch.nn.Module):
         feature_stats: tuple[np.ndarray, np.ndarray],
         closure_stats: Optional[tuple[np.ndarray, np.ndarray]] = None,
         closure_iterations: int = CLOSURE_ITERATIONS,
-        covariance: Optional[np.ndarray] = None,
     ):
         super().__init__()
         # Rows sorted by level (stable, so placement order holds within a level).
@@ -564,7 +563,8 @@ class ZMatrixModule(torch.nn.Module):
         buffer("feature_mean", feature_stats[0])
         buffer("feature_std", feature_stats[1])
         self._closure_buffers(zmatrix, closure_stats, closure_iterations, buffer)
-        self.set_dependent_geometry(zmatrix, (r_stats[1], theta_stats[1], phi_stats[1]), covariance)
+        # Independent Gaussians until training makes them joint and conditional (set_dependent_geometry).
+        self.set_dependent_geometry(zmatrix, (r_stats[1], theta_stats[1], phi_stats[1]), None)
 
     def set_dependent_geometry(
         self,
@@ -696,10 +696,12 @@ class ZMatrixModule(torch.nn.Module):
         theta = self.theta_mean + deviations[:, rows : 2 * rows]
         deviation = torch.maximum(torch.minimum(deviations[:, 2 * rows :], self.phi_limit), -self.phi_limit)
         phi = self.phi_mean + deviation
-        closure = self.closure_mean + self.closure_std * torch.randn(
-            frames, self.closure_mean.size(0), generator=generator
-        ).clamp(-self.truncation, self.truncation)
-        return [r, theta, phi, closure]
+        return [r, theta, phi, self.sample_closure(frames, generator)]
+
+    def sample_closure(self, frames: int, generator: torch.Generator) -> torch.Tensor:
+        """Target lengths (frames, closures) of the closure pairs: their training Gaussians, truncated."""
+        z = torch.randn(frames, self.closure_mean.size(0), generator=generator).clamp(-self.truncation, self.truncation)
+        return self.closure_mean + self.closure_std * z
 
     def place(self, cg: torch.Tensor, r: torch.Tensor, theta: torch.Tensor, phi: torch.Tensor) -> torch.Tensor:
         """NeRF: atoms (frames, atoms, 3) from internal coordinates (level order), anchors from ``cg``."""
@@ -796,11 +798,8 @@ class ICBackmapper(ZMatrixModule):
         hidden: int = 64,
         n_bins: int = N_BINS,
         closure_stats: Optional[tuple[np.ndarray, np.ndarray]] = None,
-        covariance: Optional[np.ndarray] = None,
     ):
-        super().__init__(
-            zmatrix, mapping_matrix, r_stats, theta_stats, phi_stats, free, feature_stats, closure_stats, covariance=covariance
-        )
+        super().__init__(zmatrix, mapping_matrix, r_stats, theta_stats, phi_stats, free, feature_stats, closure_stats)
         self.n_bins = int(n_bins)
 
         def buffer(name: str, value, dtype=torch.float32) -> None:
