@@ -47,13 +47,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2, help="torch threads for the speed measurement")
     parser.add_argument("--no-speed", action="store_true", help="skip the speed measurement")
+    parser.add_argument("--models", nargs="+", default=list(MODELS), help="shipped model files to score (default: all three)")
     parser.add_argument("--out", type=Path,
                         default=Path(__file__).parent / "results" / "chignolin_backmappers.json")
     args = parser.parse_args()
     topology, native = io.load_topology(io.bundled("chignolin/cln025.pdb"))
     features = TopologyFeatures.from_topology(topology)
     results = {}
-    for name in MODELS:
+    for name in args.models:
         model = load_backmapper(io.bundled("models/" + name))
         for segment in args.segments:
             reference = io.load_trajectory(io.bundled(f"chignolin/reference/cln025_{segment}.xtc"), topology).xyz

@@ -84,7 +84,8 @@ def test_contract_shape_units_and_both_paths(trained, ala2):
         # The previous frame changes the distribution the torsions are drawn from.
         condition_first, condition_following = module.condition(cg, None), module.condition(cg, torch.from_numpy(xyz[9:19]))
         z = torch.zeros(10, module.latent)
-        assert (module.logits(condition_first, z) - module.logits(condition_following, z)).abs().max() > 1e-4
+        still = torch.zeros(10, module.n_free)
+        assert (module.logits(condition_first, z, still) - module.logits(condition_following, z, still)).abs().max() > 1e-4
 
 
 def test_previous_frame_torsions_are_mdtraj_torsions(trained, ala2):
@@ -279,13 +280,72 @@ def test_shipped_models_on_the_bundled_run(ala2, scheme):
 def test_persistence_starts_at_the_von_mises_fit_of_the_steps():
     """kappa of each free torsion starts at the concentration of its frame-to-frame steps (random walks
     with von Mises steps of known kappa, wrapped as torsions are)."""
-    from openmmbackmap.training import _initialise_persistence
+    from openmmbackmap.training import _initialise_persistence, torsion_steps
 
     rng = np.random.default_rng(3)
     for kappa in (2.0, 10.0, 40.0):
         walk = np.angle(np.exp(1j * np.cumsum(rng.vonmises(0.0, kappa, size=(20000, 3)), axis=0)))
         holder = torch.nn.Module()
         holder.persistence = torch.nn.Parameter(torch.zeros(3))
-        _initialise_persistence(holder, [walk[:10000], walk[10000:]], stride=1)
+        _initialise_persistence(holder, torsion_steps([walk[:10000], walk[10000:]], stride=1))
         estimate = torch.nn.functional.softplus(holder.persistence).detach().numpy()
         assert np.allclose(estimate, kappa, rtol=0.15), (kappa, estimate)
+
+
+@pytest.fixture(scope="module")
+def chignolin_ca():
+    """(mapping, chain-first Z-matrix, [segments 0 (300 K) and 1 (450 K)]) of the bundled chignolin runs."""
+    topology, _ = io.load_topology(io.bundled("chignolin/cln025.pdb"))
+    segments = [io.load_trajectory(io.bundled(f"chignolin/reference/cln025_00{k}.xtc"), topology).xyz for k in (0, 1)]
+    mapping = Mapping.from_scheme(topology, "ca")
+    return mapping, build_zmatrix(mapping, chain_first=True), segments
+
+
+def _free_torsion(zmatrix, mapping, free_columns, name):
+    rows = zmatrix.describe(mapping)
+    return next(k for k, row in enumerate(free_columns) if rows[row].startswith(name + " <-"))
+
+
+def test_step_coupling_recovers_a_planted_coupling_between_nearby_torsions_only(chignolin_ca):
+    """sin(step) of TYR10:C planted as 0.6 sin(step) of TRP9:C (earlier level, 2 bonds apart) plus noise
+    is recovered; the same correlation planted between far torsions (TYR1:C <- TYR10:C) is not coupled."""
+    from openmmbackmap.training import fit_step_coupling
+
+    mapping, zmatrix, _ = chignolin_ca
+    free_columns = np.flatnonzero(~zmatrix.improper & np.isnan(zmatrix.fixed_phi))
+    rng = np.random.default_rng(0)
+    steps = rng.vonmises(0.0, 8.0, size=(4000, len(free_columns)))
+    tyr10, trp9, tyr1 = (_free_torsion(zmatrix, mapping, free_columns, name) for name in ("TYR10:C", "TRP9:C", "TYR1:C"))
+    steps[:, tyr10] = np.arcsin(0.6 * np.sin(steps[:, trp9]) + 0.05 * rng.normal(size=4000))
+    steps[:, tyr1] = steps[:, tyr10]  # perfectly correlated, but 9 residues away (and drawn first)
+    coupling = fit_step_coupling(mapping, zmatrix, free_columns, steps)
+    assert coupling[tyr10, trp9] == pytest.approx(0.6, abs=0.05)
+    assert coupling[tyr1].tolist() == [0.0] * len(free_columns) and coupling[tyr10, tyr1] == 0.0
+    # Only earlier levels: what is drawn first can never depend on what is drawn after it.
+    level = zmatrix.level[free_columns]
+    assert not (coupling[level[:, None] <= level[None, :]]).any()
+    assert np.abs(np.delete(coupling[tyr10], trp9)).max() < 0.05
+
+
+def test_coupled_cvae_moves_a_terminal_residue_with_the_plane_before_it(chignolin_ca):
+    """Trained on a real chignolin run, the kernel of TYR10:C follows TRP9:C's step (the reference's
+    steps correlate at ~0.7) and a generated trajectory's do too, more than without the coupling."""
+    mapping, zmatrix, segments = chignolin_ca
+    held_out = io.load_trajectory(io.bundled("chignolin/reference/cln025_004.xtc"), mapping.topology).xyz[:200]
+    correlations = {}
+    for coupled in (True, False):
+        result = train_cvae(mapping, segments, hidden=16, latent=2, max_epochs=2, step_coupling=coupled, log=None)
+        module = result.module
+        placed = module.free_atoms[:, 0].tolist()  # the atom each free torsion places
+        atoms = {f"{a.residue.name}{a.residue.id}:{a.name}": a.index for a in mapping.topology.atoms()}
+        tyr10, trp9 = placed.index(atoms["TYR10:C"]), placed.index(atoms["TRP9:C"])
+        if coupled:
+            assert module.step_coupling[tyr10, trp9] > 0.3
+        else:
+            assert not module.step_coupling.any()
+        chains = run_temporal(module, mapping.map(held_out)[None], seed=3)[0]
+        with torch.no_grad():
+            torsions = module.free_torsions(torch.as_tensor(chains)).numpy()
+        steps = np.sin(np.angle(np.exp(1j * (torsions[1:] - torsions[:-1]))))
+        correlations[coupled] = np.corrcoef(steps[:, tyr10], steps[:, trp9])[0, 1]
+    assert correlations[True] > correlations[False] + 0.1, correlations

@@ -286,3 +286,21 @@ def test_conditional_geometry_recovers_a_planted_dependence():
     assert regression[0, 1] == pytest.approx(0.1, abs=0.005) and abs(regression[1, 1]) < 0.005  # theta on sin, cos
     assert np.abs(regression[:2, [0, 2]]).max() < 0.005  # r and phi depend on nothing
     assert math.sqrt(covariance[1, 1]) == pytest.approx(0.02, rel=0.05)
+
+
+def test_training_on_every_nth_frame(ala2_paths, tmp_path):
+    """python -m openmmbackmap.training --every 4 trains on frames 0, 4, 8... of each segment and says so;
+    the cvae, which learns from frame pairs, refuses it (its spacing is --stride)."""
+    from openmmbackmap.training import main
+
+    _, trajectory = ala2_paths
+    model = tmp_path / "every4.pt"
+    assert main(["--scheme", "backbone", "--train", str(trajectory), "--every", "4", "--max-epochs", "1",
+                 "--hidden", "8", "--out", str(model)]) == 0
+    provenance = read_metadata(model)["provenance"]
+    assert provenance["data"]["every"] == 4 and provenance["data"]["train"][0]["frames"] == 250
+    assert provenance["frames_train"] == 200  # the first 80 % of the 250 frames kept
+    with pytest.raises(InputError, match="--stride"):
+        main(["--family", "cvae", "--scheme", "backbone", "--train", str(trajectory), "--every", "4", "--out", str(model)])
+    with pytest.raises(InputError, match="--every"):
+        main(["--scheme", "backbone", "--train", str(trajectory), "--every", "0", "--out", str(model)])

@@ -32,7 +32,12 @@ What is generated, and how (built on :mod:`openmmbackmap.models.ic`):
   persistence kernel ``kappa_k cos(bin - previous_k)`` (zero on the first-frame path): how
   strongly a torsion stays where it was is one parameter per torsion rather than something
   an MLP must learn from sine and cosine inputs, which the few thousand frame pairs of a
-  reference are not enough for;
+  reference are not enough for. Torsions that move together are coupled: the kernel's centre
+  moves by a linear function of the steps the torsions of earlier levels just took (a
+  torsion measured from an atom that moved, like a terminal residue's C from the peptide
+  plane before it, steps with that plane; drawn independently, the residue swings between
+  frames), fitted on the training steps (:func:`openmmbackmap.training.fit_step_coupling`);
+  the torsions are then drawn level by level;
 - training maximises the evidence lower bound (cross-entropy of the torsion bins plus the KL
   divergence of ``q`` from the prior), :func:`openmmbackmap.training.train_cvae`, on pairs of
   frames ``stride`` apart. A model backmaps trajectories whose frames are that far apart;
@@ -55,7 +60,7 @@ Examples
 """
 
 import math
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -92,6 +97,8 @@ class CVAEBackmapper(ZMatrixModule):
     latent: int
     n_features: int
     condition_size: int
+    free_levels: List[int]
+    coupled: bool
 
     def __init__(
         self,
@@ -135,6 +142,13 @@ class CVAEBackmapper(ZMatrixModule):
         centres = -math.pi + (np.arange(self.n_bins) + 0.5) * 2.0 * math.pi / self.n_bins
         self.register_buffer("bin_cos", torch.as_tensor(np.cos(centres), dtype=torch.float32))
         self.register_buffer("bin_sin", torch.as_tensor(np.sin(centres), dtype=torch.float32))
+        # Level of each free torsion's row: torsions of one level are drawn together, after the
+        # levels they hang from (whose steps shift their kernels, set_step_coupling).
+        free_level = zmatrix.level[np.flatnonzero(free)]
+        self.register_buffer("free_level", torch.as_tensor(free_level, dtype=torch.long))
+        self.free_levels = [int(level) for level in np.unique(free_level)]
+        self.register_buffer("step_coupling", torch.zeros(m, m))
+        self.coupled = False
 
     # -------------------------------------------------------------- pieces
 
@@ -161,26 +175,74 @@ class CVAEBackmapper(ZMatrixModule):
         mean, log_variance = parameters.chunk(2, dim=1)
         return mean, log_variance.clamp(-10.0, 4.0)  # numerical safety only
 
-    def logits(self, condition: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """Torsion-bin logits (frames, free, bins) of the decoder, plus the persistence kernel."""
-        logits = self.decoder(torch.cat([condition, z], dim=1)).view(-1, self.n_free, self.n_bins)
+    def set_step_coupling(self, coupling: np.ndarray) -> None:
+        """Shift each torsion's persistence kernel by the steps of torsions drawn at earlier levels.
+
+        ``coupling`` (free, free): the kernel of torsion ``k`` is centred at its previous value
+        plus ``sum_j coupling[k, j] * sin(step_j)``, where ``step_j`` is how far torsion ``j``
+        moved since the previous frame (:func:`openmmbackmap.training.fit_step_coupling`). Only
+        entries with ``j`` at an earlier level than ``k`` may be non-zero.
+        """
+        coupling = torch.as_tensor(np.asarray(coupling), dtype=torch.float32)
+        later = self.free_level.view(1, -1) >= self.free_level.view(-1, 1)
+        if coupling.shape != self.step_coupling.shape or bool((coupling.abs() * later).sum() > 0):
+            raise ValueError("step coupling must be (free, free) and couple a torsion only to torsions of earlier levels")
+        self.step_coupling.copy_(coupling)
+        self.coupled = bool((coupling != 0).any())
+
+    def persistence_kernel(self, condition: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
+        """``kappa_k cos(bin - centre_k)`` (frames, free, bins); zero on the first-frame path.
+
+        The centre is the previous frame's torsion, shifted by the coupled steps ``steps``
+        (frames, free) radians of the torsions drawn before (:meth:`set_step_coupling`).
+        """
         start = self.n_features
-        sin_previous = condition[:, start : start + self.n_free].unsqueeze(2)
-        cos_previous = condition[:, start + self.n_free : start + 2 * self.n_free].unsqueeze(2)
-        kappa = torch.nn.functional.softplus(self.persistence).view(1, -1, 1)
-        return logits + kappa * (cos_previous * self.bin_cos + sin_previous * self.bin_sin)
+        sin_previous = condition[:, start : start + self.n_free]
+        cos_previous = condition[:, start + self.n_free : start + 2 * self.n_free]
+        has_previous = condition[:, -1:]
+        centre = torch.atan2(sin_previous, cos_previous) + torch.sin(steps) @ self.step_coupling.t()
+        kappa = torch.nn.functional.softplus(self.persistence).view(1, -1)
+        weight = (kappa * has_previous).unsqueeze(2)
+        return weight * (torch.cos(centre).unsqueeze(2) * self.bin_cos + torch.sin(centre).unsqueeze(2) * self.bin_sin)
+
+    def logits(self, condition: torch.Tensor, z: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
+        """Torsion-bin logits (frames, free, bins) of the decoder plus the persistence kernel.
+
+        ``steps`` (frames, free): how far each torsion moved since the previous frame (in
+        training the true steps; only those of earlier levels count, through the coupling).
+        """
+        logits = self.decoder(torch.cat([condition, z], dim=1)).view(-1, self.n_free, self.n_bins)
+        return logits + self.persistence_kernel(condition, steps)
 
     def sample_free(self, condition: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """Free torsions (frames, free), radians: ``z`` from the prior, bins from the decoder, jitter in the bin."""
+        """Free torsions (frames, free), radians: ``z`` from the prior, bins from the decoder, jitter in the bin.
+
+        With a step coupling and a previous frame, level by level: each level's kernels are
+        centred using the steps just drawn at the levels before.
+        """
         frames = condition.size(0)
         mean, log_variance = self.gaussian(self.prior(condition))
         epsilon = torch.randn(frames, self.latent, generator=generator)
         z = mean + torch.exp(0.5 * log_variance) * epsilon
         uniform = torch.rand(frames, self.n_free, self.n_bins, generator=generator).clamp(1e-10, 1.0 - 1e-7)
-        index = torch.argmax(self.logits(condition, z) - torch.log(-torch.log(uniform)), dim=2)
+        gumbel = -torch.log(-torch.log(uniform))
         jitter = torch.rand(frames, self.n_free, generator=generator)
         width = 2.0 * math.pi / self.n_bins
-        return -math.pi + (index.to(condition.dtype) + jitter) * width
+        steps = torch.zeros(frames, self.n_free, dtype=condition.dtype)
+        if not (self.coupled and bool((condition[:, -1] > 0).any())):
+            index = torch.argmax(self.logits(condition, z, steps) + gumbel, dim=2)
+            return -math.pi + (index.to(condition.dtype) + jitter) * width
+        decoded = self.decoder(torch.cat([condition, z], dim=1)).view(-1, self.n_free, self.n_bins)
+        start = self.n_features
+        previous = torch.atan2(condition[:, start : start + self.n_free], condition[:, start + self.n_free : start + 2 * self.n_free])
+        torsions = torch.zeros(frames, self.n_free, dtype=condition.dtype)
+        for level in self.free_levels:
+            drawn = (self.free_level == level).view(1, -1)
+            index = torch.argmax(decoded + self.persistence_kernel(condition, steps) + gumbel, dim=2)
+            drawn_torsions = -math.pi + (index.to(condition.dtype) + jitter) * width
+            torsions = torch.where(drawn, drawn_torsions, torsions)
+            steps = torch.where(drawn, torch.remainder(drawn_torsions - previous + math.pi, 2.0 * math.pi) - math.pi, steps)
+        return torsions
 
     # -------------------------------------------------------------- the contract
 

@@ -80,15 +80,13 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import openmm
-import scipy.sparse
-import scipy.sparse.csgraph
 import torch
 
 from openmmbackmap import torch_geometry
 from openmmbackmap.errors import MappingError
 from openmmbackmap.mapping import Mapping
 from openmmbackmap.relax import CONSTRAINT_BOND_K  # constraints as stiff bonds, as relaxation does
-from openmmbackmap.models.ic import ZMatrix, ZMatrixModule, build_zmatrix
+from openmmbackmap.models.ic import ZMatrix, ZMatrixModule, bond_graph, build_zmatrix
 
 #: Boltzmann constant, kJ/mol/K (the prior is in units of kT).
 BOLTZMANN = 0.0083144626
@@ -369,10 +367,7 @@ def build_environment(
     atoms = list(topology.atoms())
     n, n_beads = mapping.n_atoms, mapping.n_beads
     symbols = [a.element.symbol if a.element is not None else None for a in atoms]
-    bonds = np.array([[a.index, b.index] for a, b in topology.bonds()], dtype=np.int64).reshape(-1, 2)
-    adjacency = scipy.sparse.csr_matrix((np.ones(len(bonds)), (bonds[:, 0], bonds[:, 1])), shape=(n, n))
-    adjacency = ((adjacency + adjacency.T) > 0).astype(np.float64).tocsr()
-    hops = scipy.sparse.csgraph.shortest_path(adjacency, unweighted=True, directed=False)
+    adjacency, hops = bond_graph(topology)
     neighbours = [adjacency.indices[adjacency.indptr[i] : adjacency.indptr[i + 1]] for i in range(n)]
     weighted = [np.array([i for i, w in zip(b.atom_indices, b.weights) if w > 0], dtype=np.int64) for b in mapping.beads]
     bead_hops = np.array([[hops[x, members].min() if len(members) else np.inf for members in weighted] for x in range(n)])

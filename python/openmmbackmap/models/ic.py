@@ -224,6 +224,15 @@ def _bead_features(mapping: Mapping) -> tuple[np.ndarray, np.ndarray, np.ndarray
     )
 
 
+def bond_graph(topology) -> tuple[scipy.sparse.csr_matrix, np.ndarray]:
+    """The symmetric adjacency matrix of ``topology``'s bonds and the bond count between every two atoms (inf: not connected)."""
+    n = topology.getNumAtoms()
+    bonds = np.array([[a.index, b.index] for a, b in topology.bonds()], dtype=np.int64).reshape(-1, 2)
+    adjacency = scipy.sparse.csr_matrix((np.ones(len(bonds)), (bonds[:, 0], bonds[:, 1])), shape=(n, n))
+    adjacency = ((adjacency + adjacency.T) > 0).astype(np.float64).tocsr()
+    return adjacency, scipy.sparse.csgraph.shortest_path(adjacency, unweighted=True, directed=False)
+
+
 def build_zmatrix(mapping: Mapping, chain_first: bool = False) -> ZMatrix:
     """The Z-matrix of ``mapping``'s topology, anchored on its single-atom beads.
 
@@ -257,9 +266,7 @@ def build_zmatrix(mapping: Mapping, chain_first: bool = False) -> ZMatrix:
     bonds = np.array([[a.index, b.index] for a, b in topology.bonds()], dtype=np.int64).reshape(-1, 2)
     if n > 1 and len(bonds) == 0:
         raise MappingError("the ic family needs a topology with bonds")
-    adjacency = scipy.sparse.csr_matrix((np.ones(len(bonds)), (bonds[:, 0], bonds[:, 1])), shape=(n, n))
-    adjacency = ((adjacency + adjacency.T) > 0).astype(np.float64).tocsr()
-    hops = scipy.sparse.csgraph.shortest_path(adjacency, unweighted=True, directed=False)
+    adjacency, hops = bond_graph(topology)
     neighbours = [sorted(int(j) for j in adjacency.indices[adjacency.indptr[i] : adjacency.indptr[i + 1]]) for i in range(n)]
     # Chain atoms (more heavy neighbours) first; 0 for all without chain_first, so nothing changes.
     chain_rank = [-int(heavy[neighbours[i]].sum()) if chain_first else 0 for i in range(n)]
