@@ -35,7 +35,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import platform
 import sys
@@ -99,7 +98,7 @@ def main() -> None:
 
     topology, _ = io.load_topology(io.bundled("alanine_dipeptide/ala2.pdb"))
     xyz = io.load_trajectory(io.bundled("alanine_dipeptide/ala2.xtc"), topology).xyz
-    bundled_sha256 = hashlib.sha256(Path(io.bundled("alanine_dipeptide/ala2.xtc")).read_bytes()).hexdigest()
+    bundled_sha256 = io.file_sha256(io.bundled("alanine_dipeptide/ala2.xtc"))
     train, held_out = xyz[:TRAIN_FRAMES], xyz[TRAIN_FRAMES:]
     features = TopologyFeatures.from_topology(topology)
     floor = distributions.internal_coordinate_jsd(train, held_out, features)

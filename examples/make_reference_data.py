@@ -50,7 +50,6 @@ larger ``--segments``::
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import shutil
 import time
@@ -108,7 +107,7 @@ def main() -> None:
     system = SYSTEMS[args.system]
     args.out_dir.mkdir(parents=True, exist_ok=True)
     structure = io.bundled(system["structure"])
-    structure_sha256 = hashlib.sha256(structure.read_bytes()).hexdigest()
+    structure_sha256 = io.file_sha256(structure)
     timestep_fs = system["timestep_fs"]
     n_steps = round(args.ns_per_segment * 1e6 / timestep_fs)
     report_interval = round(args.frame_ps * 1e3 / timestep_fs)

@@ -377,3 +377,13 @@ def test_pdbx_trajectory_reads_whole_and_chunked(tmp_path, ala2):
         assert [c.n_frames for c in chunks] == [1]
         assert chunks[0].topology == io.to_mdtraj_topology(topology)
         np.testing.assert_allclose(chunks[0].xyz[0], xyz[0], atol=1e-4)
+
+
+def test_file_sha256_reads_in_blocks_and_matches_hashlib(tmp_path):
+    import hashlib
+
+    path = tmp_path / "blob.bin"
+    data = np.random.default_rng(0).bytes(3 * (1 << 20) + 17)  # three whole blocks and a partial one
+    path.write_bytes(data)
+    assert io.file_sha256(path) == hashlib.sha256(data).hexdigest()
+    assert io.file_sha256(io.bundled("alanine_dipeptide/ala2.pdb")) != io.file_sha256(path)

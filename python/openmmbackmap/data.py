@@ -22,7 +22,6 @@ Units are OpenMM's: nm, ps, kJ/mol, K.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io as _text_io
 import json
 import os
@@ -36,7 +35,7 @@ import openmm
 import openmm.app as app
 import openmm.unit as unit
 
-from openmmbackmap import plugins
+from openmmbackmap import io, plugins
 from openmmbackmap.errors import InputError
 from openmmbackmap.io import atomic_output, load_topology
 
@@ -136,10 +135,6 @@ def _pdb_text(topology: app.Topology, positions: Any) -> str:
         if line.startswith("REMARK   1 CREATED WITH OPENMM") else line
         for line in lines
     )
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def run_reference_simulation(
@@ -317,7 +312,7 @@ def run_reference_simulation(
         simulated_ns = n_steps * timestep_fs * 1e-6
         provenance: dict[str, Any] = {
             "input_structure": str(pdb_path),
-            "input_sha256": _sha256(pdb_path),
+            "input_sha256": io.file_sha256(pdb_path),
             "forcefield_files": list(forcefield_files),
             "nonbonded_method": "NoCutoff",
             "constraints": "HBonds",

@@ -17,6 +17,7 @@ Examples
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -53,6 +54,15 @@ def bundled(relative_path: str) -> Path:
     if not path.exists():
         raise InputError(f"bundled file {relative_path!r} is not in {_DATA_DIR}")
     return path
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks (what provenance records to name data exactly)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _suffix(path: str | os.PathLike) -> str:

@@ -149,14 +149,6 @@ def split_time_blocks(segments: Sequence[np.ndarray], validation_fraction: float
     return train, validation
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 # ---------------------------------------------------------------------- metrics
 
 
@@ -1382,9 +1374,9 @@ def run(args: argparse.Namespace, command: str) -> int:
         result = train_ic(mapping, segments, hidden=args.hidden or 64, n_bins=args.n_bins, **common)
     result.provenance["command"] = command
     result.provenance["data"] = {
-        "train": [{"file": str(p), "sha256": _sha256(p), "frames": len(s)} for p, s in zip(args.train, segments)],
+        "train": [{"file": str(p), "sha256": io.file_sha256(p), "frames": len(s)} for p, s in zip(args.train, segments)],
         "every": args.every,
-        "test": [{"file": str(p), "sha256": _sha256(p)} for p in args.test],
+        "test": [{"file": str(p), "sha256": io.file_sha256(p)} for p in args.test],
     }
     if test_tail:
         result.provenance["data"]["test_tail"] = {

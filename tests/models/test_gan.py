@@ -6,7 +6,6 @@ and are scored here on the last 300, which they never saw.
 """
 
 import copy
-import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -257,7 +256,7 @@ def test_shipped_models_on_held_out_frames(ala2, scheme):
     provenance = backmapper.metadata.provenance
     assert provenance["command"].startswith(".venv/bin/python -m openmmbackmap.training --family gan")
     assert provenance["options"]["prior_weight"] > 0 and path.stat().st_size < 1_000_000
-    bundled = hashlib.sha256(io.bundled("alanine_dipeptide/ala2.xtc").read_bytes()).hexdigest()
+    bundled = io.file_sha256(io.bundled("alanine_dipeptide/ala2.xtc"))
     if any(entry["sha256"] == bundled for entry in provenance["data"]["train"]):
         assert provenance["data"]["test_tail"]["frames"] == [300]
         held_out = xyz[700:]

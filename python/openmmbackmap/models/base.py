@@ -259,7 +259,7 @@ class Backmapper:
         if checkpoint is not None:
             checkpoint = Path(checkpoint)
             key = json.dumps({
-                "model": hashlib.sha256(self.path.read_bytes()).hexdigest(),
+                "model": io.file_sha256(self.path),
                 "cg": hashlib.sha256(np.ascontiguousarray(cg).tobytes()).hexdigest(),
                 "seed": int(seed), "samples": int(samples),
             }, sort_keys=True)
