@@ -698,25 +698,28 @@ def train_cvae(
     train_cg = torch.from_numpy(mapping.map(train_xyz))
     _normalise_features(module, train_cg)
     _fit_dependent_geometry(module, zmatrix, train_cg, r, theta, phi, (r_stats, theta_stats, phi_stats), free_columns)
-    # The free torsions of each training block: phi (of train_xyz, the blocks end to end) cut at the block ends.
+    # The free torsions of each block (training: phi of train_xyz, the blocks end to end, cut at the block ends).
     block_ends = np.cumsum([len(b) for b in train_blocks])[:-1]
-    steps = torsion_steps(np.split(phi[:, free_columns], block_ends), stride)
+    train_torsions = np.split(phi[:, free_columns], block_ends)
+    validation_torsions = [internal_coordinates(b, zmatrix)[2][:, free_columns] for b in validation_blocks]
+    steps = torsion_steps(train_torsions, stride)
     coupling = fit_step_coupling(mapping, zmatrix, free_columns, steps) if step_coupling else np.zeros((len(free_columns),) * 2)
     module.set_step_coupling(coupling)
     # kappa measures what the coupled centre leaves of each step.
     _initialise_persistence(module, steps - np.sin(steps) @ coupling.T)
 
-    def tensors(blocks: list[np.ndarray]) -> tuple[torch.Tensor, ...]:
+    def tensors(blocks: list[np.ndarray], torsions: list[np.ndarray]) -> tuple[torch.Tensor, ...]:
+        """Condition, targets (sin/cos, bins) and true steps of every pair ``stride`` apart."""
         previous = np.concatenate([b[:-stride] for b in blocks])
         current = np.concatenate([b[stride:] for b in blocks])
         with torch.no_grad():
             condition = module.condition(torch.from_numpy(mapping.map(current)), torch.from_numpy(previous))
-        torsions = internal_coordinates(current, zmatrix)[2][:, free_columns]
-        moved = np.angle(np.exp(1j * (torsions - internal_coordinates(previous, zmatrix)[2][:, free_columns])))
-        return (condition, *_torsion_targets(torsions, n_bins), torch.from_numpy(moved.astype(np.float32)))
+        moved = torsion_steps(torsions, stride)
+        return (condition, *_torsion_targets(np.concatenate([t[stride:] for t in torsions]), n_bins),
+                torch.from_numpy(moved.astype(np.float32)))
 
-    train_data = tensors(train_blocks)
-    validation_data = tensors(validation_blocks)
+    train_data = tensors(train_blocks, train_torsions)
+    validation_data = tensors(validation_blocks, validation_torsions)
 
     def without_previous(condition: torch.Tensor, drop: torch.Tensor | None = None) -> torch.Tensor:
         condition = condition.clone()

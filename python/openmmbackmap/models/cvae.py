@@ -98,7 +98,6 @@ class CVAEBackmapper(ZMatrixModule):
     n_features: int
     condition_size: int
     free_levels: List[int]
-    coupled: bool
 
     def __init__(
         self,
@@ -148,7 +147,6 @@ class CVAEBackmapper(ZMatrixModule):
         self.register_buffer("free_level", torch.as_tensor(free_level, dtype=torch.long))
         self.free_levels = [int(level) for level in np.unique(free_level)]
         self.register_buffer("step_coupling", torch.zeros(m, m))
-        self.coupled = False
 
     # -------------------------------------------------------------- pieces
 
@@ -188,21 +186,22 @@ class CVAEBackmapper(ZMatrixModule):
         if coupling.shape != self.step_coupling.shape or bool((coupling.abs() * later).sum() > 0):
             raise ValueError("step coupling must be (free, free) and couple a torsion only to torsions of earlier levels")
         self.step_coupling.copy_(coupling)
-        self.coupled = bool((coupling != 0).any())
 
-    def persistence_kernel(self, condition: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
+    def previous_torsions(self, condition: torch.Tensor) -> torch.Tensor:
+        """The previous frame's free torsions (frames, free), radians, read back from the condition (0 if none)."""
+        start = self.n_features
+        return torch.atan2(condition[:, start : start + self.n_free], condition[:, start + self.n_free : start + 2 * self.n_free])
+
+    def persistence_kernel(self, condition: torch.Tensor, previous: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
         """``kappa_k cos(bin - centre_k)`` (frames, free, bins); zero on the first-frame path.
 
-        The centre is the previous frame's torsion, shifted by the coupled steps ``steps``
-        (frames, free) radians of the torsions drawn before (:meth:`set_step_coupling`).
+        The centre is the previous frame's torsion ``previous`` (:meth:`previous_torsions`),
+        shifted by the coupled steps ``steps`` (frames, free) radians of the torsions drawn
+        before (:meth:`set_step_coupling`).
         """
-        start = self.n_features
-        sin_previous = condition[:, start : start + self.n_free]
-        cos_previous = condition[:, start + self.n_free : start + 2 * self.n_free]
-        has_previous = condition[:, -1:]
-        centre = torch.atan2(sin_previous, cos_previous) + torch.sin(steps) @ self.step_coupling.t()
+        centre = previous + torch.sin(steps) @ self.step_coupling.t()
         kappa = torch.nn.functional.softplus(self.persistence).view(1, -1)
-        weight = (kappa * has_previous).unsqueeze(2)
+        weight = (kappa * condition[:, -1:]).unsqueeze(2)  # the has-previous flag
         return weight * (torch.cos(centre).unsqueeze(2) * self.bin_cos + torch.sin(centre).unsqueeze(2) * self.bin_sin)
 
     def logits(self, condition: torch.Tensor, z: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
@@ -212,7 +211,7 @@ class CVAEBackmapper(ZMatrixModule):
         training the true steps; only those of earlier levels count, through the coupling).
         """
         logits = self.decoder(torch.cat([condition, z], dim=1)).view(-1, self.n_free, self.n_bins)
-        return logits + self.persistence_kernel(condition, steps)
+        return logits + self.persistence_kernel(condition, self.previous_torsions(condition), steps)
 
     def sample_free(self, condition: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Free torsions (frames, free), radians: ``z`` from the prior, bins from the decoder, jitter in the bin.
@@ -229,16 +228,15 @@ class CVAEBackmapper(ZMatrixModule):
         jitter = torch.rand(frames, self.n_free, generator=generator)
         width = 2.0 * math.pi / self.n_bins
         steps = torch.zeros(frames, self.n_free, dtype=condition.dtype)
-        if not (self.coupled and bool((condition[:, -1] > 0).any())):
+        if not (bool((self.step_coupling != 0).any()) and bool((condition[:, -1] > 0).any())):
             index = torch.argmax(self.logits(condition, z, steps) + gumbel, dim=2)
             return -math.pi + (index.to(condition.dtype) + jitter) * width
         decoded = self.decoder(torch.cat([condition, z], dim=1)).view(-1, self.n_free, self.n_bins)
-        start = self.n_features
-        previous = torch.atan2(condition[:, start : start + self.n_free], condition[:, start + self.n_free : start + 2 * self.n_free])
+        previous = self.previous_torsions(condition)
         torsions = torch.zeros(frames, self.n_free, dtype=condition.dtype)
         for level in self.free_levels:
             drawn = (self.free_level == level).view(1, -1)
-            index = torch.argmax(decoded + self.persistence_kernel(condition, steps) + gumbel, dim=2)
+            index = torch.argmax(decoded + self.persistence_kernel(condition, previous, steps) + gumbel, dim=2)
             drawn_torsions = -math.pi + (index.to(condition.dtype) + jitter) * width
             torsions = torch.where(drawn, drawn_torsions, torsions)
             steps = torch.where(drawn, torch.remainder(drawn_torsions - previous + math.pi, 2.0 * math.pi) - math.pi, steps)
