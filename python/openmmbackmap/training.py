@@ -1294,8 +1294,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
                         help="epochs without validation improvement before stopping (default: ic, cvae 10; gan 40)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--every", type=int, default=1, metavar="N",
-                        help="train on every Nth frame of each segment (ic, gan: decorrelated frames from long "
-                             "runs at a fraction of the cost; the cvae takes its frame spacing from --stride)")
+                        help="train on every Nth frame of each segment, thinned before any --test-tail split (ic, "
+                             "gan: decorrelated frames from long runs at a fraction of the cost; the cvae takes its "
+                             "frame spacing from --stride)")
     cvae = parser.add_argument_group("cvae family")
     cvae.add_argument("--stride", type=int, default=1,
                       help="frames between the conditioning frame and the generated one; the model then backmaps "

@@ -325,6 +325,20 @@ def test_step_coupling_recovers_a_planted_coupling_between_nearby_torsions_only(
     level = zmatrix.level[free_columns]
     assert not (coupling[level[:, None] <= level[None, :]]).any()
     assert np.abs(np.delete(coupling[tyr10], trp9)).max() < 0.05
+    # The module takes that coupling and refuses one that looks at a torsion not yet drawn, or of the wrong shape.
+    free = np.zeros(len(zmatrix.rows), dtype=bool)
+    free[free_columns] = True
+    stats = (np.zeros(len(zmatrix.rows)), np.ones(len(zmatrix.rows)))
+    module = CVAEBackmapper(zmatrix, mapping.matrix.toarray(), stats, stats, stats, free,
+                            (np.zeros(zmatrix.n_features), np.ones(zmatrix.n_features)))
+    module.set_step_coupling(coupling)
+    assert float(module.step_coupling[tyr10, trp9]) == pytest.approx(coupling[tyr10, trp9])
+    backwards = np.zeros_like(coupling)
+    backwards[trp9, tyr10] = 0.5  # TRP9:C is drawn before TYR10:C
+    with pytest.raises(ValueError, match="earlier levels"):
+        module.set_step_coupling(backwards)
+    with pytest.raises(ValueError, match=r"\(free, free\)"):
+        module.set_step_coupling(coupling[:-1])
 
 
 def test_coupled_cvae_moves_a_terminal_residue_with_the_plane_before_it(chignolin_ca):
