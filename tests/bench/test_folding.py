@@ -159,3 +159,22 @@ def test_bad_shapes_raise(cln025):
         ca_rmsd(folded, topology, np.stack([folded, folded]))
     with pytest.raises(InputError, match="no frames"):
         folded_fraction(np.zeros((0, *folded.shape)), topology, folded)
+
+
+def test_equivalent_atoms_named_the_other_way_keep_the_native_contacts(cln025):
+    """Frames of a 300 K run with Tyr2's ring edges (CD1/CD2, CE1/CE2 and their hydrogens) named the
+    other way round are the same structures: Q must not change (named as given, it changes by up to
+    0.02 per frame here), while a different chi1 still breaks contacts."""
+    topology, folded = cln025
+    frames = io.load_trajectory(io.bundled("chignolin/reference/cln025_000.xtc"), topology).xyz[::5]
+    renamed = frames.copy()
+    for a, b in (("CD1", "CD2"), ("CE1", "CE2"), ("HD1", "HD2"), ("HE1", "HE2")):
+        i, j = _atom(topology, 2, a), _atom(topology, 2, b)
+        renamed[:, [i, j]] = frames[:, [j, i]]
+    as_named = native_contacts_fraction(renamed, topology, folded, symmetric=False)
+    assert np.abs(as_named - native_contacts_fraction(frames, topology, folded, symmetric=False)).max() > 0.01
+    np.testing.assert_allclose(native_contacts_fraction(renamed, topology, folded),
+                               native_contacts_fraction(frames, topology, folded), atol=1e-12)
+    chi1 = [_atom(topology, 2, name) for name in ("N", "CA", "CB", "CG")]
+    rotated = _set_dihedral(topology, folded, chi1, float(np.degrees(dihedrals(folded[None], np.array([chi1]))[0, 0])) + 120.0)
+    assert native_contacts_fraction(rotated, topology, folded)[0] < 0.95
