@@ -26,21 +26,23 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import os
-import platform
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from openmmbackmap import __version__, io
+from openmmbackmap import io
 from openmmbackmap.bench import distributions
 from openmmbackmap.bench.benchmark import run_benchmark
 from openmmbackmap.bench.kinetics import blockwise_time_metrics
 from openmmbackmap.bench.structure import TopologyFeatures
 from openmmbackmap.models import load_backmapper
 from openmmbackmap.training import load_segments
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_ic import run_record  # noqa: E402  (what every benchmark records of its run)
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "python" / "openmmbackmap" / "data" / "models"
@@ -204,10 +206,7 @@ def main() -> None:
             "basin_difference_pp": "<= 3 (residue_com)", "temporal_coherence": "0.8 - 1.25",
             "transition_rate_ratio": "0.7 - 1.3",
         },
-        "threads": args.threads,
-        "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count()},
-        "versions": {"openmm_backmap": __version__, "torch": torch.__version__},
-        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **run_record(args.threads),
         "seconds": round(time.perf_counter() - started, 1),
         "results": results,
     }

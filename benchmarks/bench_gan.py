@@ -35,22 +35,19 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from openmmbackmap import __version__, io
+from openmmbackmap import io
 from openmmbackmap.bench import distributions, structural
 from openmmbackmap.bench.structure import TopologyFeatures
 from openmmbackmap.models import load_backmapper
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_ic import _shown, bench_model  # noqa: E402  (the speed measurement every family shares)
+from bench_ic import _shown, bench_model, run_record  # noqa: E402  (the speed measurement every family shares)
 
 MODELS = Path(__file__).resolve().parents[1] / "python" / "openmmbackmap" / "data" / "models"
 DEFAULT_MODELS = [MODELS / "ala2_backbone_gan.pt", MODELS / "ala2_residue_com_gan.pt"]
@@ -170,10 +167,7 @@ def main() -> None:
         "sampling_floor": floor,
         "long_reference": None if long_reference is None else {
             "file": _shown(args.long_reference), "frames": int(len(long_reference)), "sampling_floor_halves": long_floor},
-        "threads": args.threads,
-        "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count()},
-        "versions": {"openmm_backmap": __version__, "torch": torch.__version__},
-        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **run_record(args.threads),
         "results": results,
     }
     io.write_json(args.out, report)

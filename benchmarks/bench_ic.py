@@ -36,6 +36,16 @@ MODELS = Path(__file__).resolve().parents[1] / "python" / "openmmbackmap" / "dat
 DEFAULT_MODELS = [MODELS / "ala2_backbone_ic.pt", MODELS / "ala2_residue_com_ic.pt"]
 
 
+def run_record(threads: int) -> dict:
+    """Where and when a benchmark ran: torch threads, machine, versions, date (every benchmark's JSON has them)."""
+    return {
+        "threads": threads,
+        "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count()},
+        "versions": {"openmm_backmap": __version__, "torch": torch.__version__},
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
 def _shown(value) -> str:
     """A path relative to the working directory when inside it (commands stay portable)."""
     if isinstance(value, Path) and value.resolve().is_relative_to(Path.cwd()):
@@ -121,10 +131,7 @@ def main() -> None:
             ["benchmarks/bench_ic.py", *(f"--{k.replace('_', '-')} {_shown(v)}" for k, v in vars(args).items() if k != "models"),
              "--models", *(_shown(p) for p in args.models)]
         ),
-        "threads": args.threads,
-        "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count()},
-        "versions": {"openmm_backmap": __version__, "torch": torch.__version__},
-        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **run_record(args.threads),
         "results": results,
     }
     io.write_json(args.out, report)

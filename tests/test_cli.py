@@ -27,7 +27,7 @@ def test_help_lists_only_working_commands_and_each_has_help():
     assert result.returncode == 0
     section = result.stdout.split("COMMAND\n", 1)[1].split("\n\n", 1)[0]
     listed = [line.split()[0] for line in section.splitlines()]
-    assert listed == ["map", "schemes", "train", "apply", "cgforce", "bench", "switch", "demo"]
+    assert listed == ["map", "schemes", "train", "transfer", "apply", "cgforce", "bench", "switch", "demo"]
     for command in listed:
         sub = _run(command, "--help")
         assert sub.returncode == 0 and f"usage: backmap {command}" in sub.stdout
@@ -238,3 +238,19 @@ def test_apply_with_cg_top_refuses_files_without_the_models_beads(tmp_path, ala2
     assert result.returncode == 1 and result.stderr.startswith("backmap: error: ")
     assert expected in result.stderr
     assert not out.exists()
+
+
+def test_train_records_and_warns_about_mixed_temperatures(tmp_path, capsys):
+    """Chignolin segments 0 (300 K) and 1 (450 K): the model would learn their mixture; train says so and
+    records each file's temperature (read from the provenance JSON beside it)."""
+    segments = [io.bundled(f"chignolin/reference/cln025_00{k}.xtc") for k in (0, 1)]
+    model = tmp_path / "mixed.pt"
+    assert main(["train", "--scheme", "ca", "--train", *map(str, segments), "--every", "25", "--max-epochs", "1",
+                 "--out", str(model)]) == 0
+    assert "warning: the training files were simulated at 300, 450 K" in capsys.readouterr().out
+    from openmmbackmap.models import read_metadata
+
+    assert [entry["temperature_K"] for entry in read_metadata(model)["provenance"]["data"]["train"]] == [300.0, 450.0]
+    assert main(["train", "--scheme", "ca", "--train", str(segments[0]), "--every", "25", "--max-epochs", "1",
+                 "--out", str(model)]) == 0
+    assert "warning" not in capsys.readouterr().out

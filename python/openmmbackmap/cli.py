@@ -8,6 +8,8 @@ Subcommands:
     List the builtin mapping schemes.
 ``backmap train``
     Train a backmapper on atomistic trajectory segments.
+``backmap transfer``
+    Make a ``gan`` model of a new molecule from one trained with ``--transferable`` on others.
 ``backmap apply``
     Backmap a CG trajectory with a trained model.
 ``backmap cgforce``
@@ -90,6 +92,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     training.configure_parser(train)
     train.set_defaults(handler=_run_train)
+
+    transfer = commands.add_parser(
+        "transfer", help="make a gan model of a new molecule from a transferable gan",
+        description=("Build a gan backmapper of a molecule the model never saw, from a gan trained with --transferable "
+                     "on other molecules: the new molecule's environments, reference geometry and ring closures come "
+                     "from its topology and force field, the generator from the model; no trajectory of the new "
+                     "molecule is used. Score the result with `backmap bench`."),
+    )
+    transfer.add_argument("--model", "-m", required=True, type=Path, help="gan trained with --transferable (.pt)")
+    transfer.add_argument("--topology", "-t", required=True, type=Path,
+                          help="all-atom structure of the new molecule (.pdb, .cif...): its topology, and the reference "
+                               "of angles that no force-field term holds")
+    transfer.add_argument("--scheme", "-s", required=True, choices=sorted(builtin_schemes()),
+                          help="mapping scheme (anchored: ca, backbone...)")
+    transfer.add_argument("--forcefield", nargs="+", default=None, metavar="XML",
+                          help="OpenMM force field files of the new molecule (default: the model's)")
+    transfer.add_argument("--out", "-o", required=True, type=Path, help="model file to write (.pt)")
+    transfer.set_defaults(handler=_run_transfer)
 
     apply = commands.add_parser(
         "apply", help="backmap a CG trajectory with a trained model",
@@ -303,6 +323,21 @@ def _run_train(args: argparse.Namespace) -> int:
     from openmmbackmap import training
 
     return training.run(args, shlex.join(["backmap", *sys.argv[1:]]))
+
+
+def _run_transfer(args: argparse.Namespace) -> int:
+    import shlex
+
+    from openmmbackmap import training
+
+    topology, positions = io.load_topology(args.topology)
+    mapping = Mapping.from_scheme(topology, args.scheme)
+    result = training.transfer_gan(args.model, mapping, positions, forcefield_files=args.forcefield)
+    result.provenance["command"] = shlex.join(["backmap", *sys.argv[1:]])
+    result.provenance["topology"] = {"file": str(args.topology), "sha256": io.file_sha256(args.topology)}
+    path = training.save_result(result, args.out)
+    print(f"wrote {path}: a gan of {mapping} from {args.model} (no data of this molecule used)")
+    return 0
 
 
 def _run_cgforce(args: argparse.Namespace) -> int:

@@ -28,14 +28,6 @@ SCHEMES = ["backbone", "residue_com"]
 SHIPPED = Path(openmmbackmap.__file__).parent / "data" / "models"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def trained(ala2, tmp_path_factory, one_thread):
     """{scheme: (mapping, path of the saved model, TrainingResult)}: tiny models, a few epochs."""

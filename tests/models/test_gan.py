@@ -30,14 +30,6 @@ SHIPPED = Path(openmmbackmap.__file__).parent / "data" / "models"
 TINY = dict(hidden=32, max_epochs=1, log=None)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def system(ala2):
     return reference_system(ala2[0])

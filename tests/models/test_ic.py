@@ -22,14 +22,6 @@ from openmmbackmap.training import _ic_statistics, train_ic
 SCHEMES = ["backbone", "residue_com"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def trained(ala2, tmp_path_factory, one_thread):
     """{scheme: (mapping, path of the saved model, TrainingResult)}."""

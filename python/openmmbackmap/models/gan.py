@@ -32,8 +32,15 @@ that is a training option (0: the ablation).
   two of them land on one spot).
 - **Local frame** of ``x``: origin ``a``, ``e1 = (a - b)/|a - b|``, ``e3`` normal to the plane
   ``a, b, c``, ``e2 = e3 x e1`` (the NeRF frame). A mirror image is not a rotation, so the
-  handedness of every centre is something the generator must (and does) learn from the data;
-  the force field cannot teach it (amber has no improper on C-alpha).
+  handedness of a centre is not given by the frame, and the force field cannot teach it (amber
+  has no improper on C-alpha). It is imposed: a row that sets a handedness (a chiral improper,
+  or the last substituent of a chiral centre placed from it) knows the two atoms that, with
+  ``a``, span the plane ``x`` must lie on one side of, and an atom generated on the wrong side
+  is reflected through that plane, which keeps its bond to ``a`` and its angles to the two
+  (:attr:`Environment.chirality`: the side of the reference structures), and kept 15 degrees
+  off it. A generator left to learn handedness got it
+  right on the molecules it was trained on, but not on one it never saw (transferred from
+  peptides to chignolin, a third of the threonine CB centres came out inverted).
 - **Environment** (:class:`Environment`): a fixed, topology-derived list of slots per atom:
   the references ``a, b, c`` and the nearest atoms placed at earlier levels (along bonds),
   and the nearest beads. Each slot is its position in the local frame plus chemistry that
@@ -82,7 +89,7 @@ import numpy as np
 import openmm
 import torch
 
-from openmmbackmap import torch_geometry
+from openmmbackmap import geometry, torch_geometry
 from openmmbackmap.errors import MappingError
 from openmmbackmap.mapping import Mapping
 from openmmbackmap.relax import CONSTRAINT_BOND_K  # constraints as stiff bonds, as relaxation does
@@ -100,6 +107,19 @@ MAX_HOPS = 4
 BOND_SPREAD = 0.08
 #: Largest deviation of a bond angle from the force field's, radians (20 degrees).
 ANGLE_SPREAD = math.radians(20.0)
+#: Force-field geometry: the generator's unit for an angle x-a-b that no force-field term holds
+#: (b not bonded to a: a backbone atom placed from the C-alpha trace, a ring atom from across the
+#: ring), radians. Such angles follow the conformation; the generator learns their offsets.
+UNBONDED_ANGLE_SCALE = 0.1
+#: Smallest units of the generator's length and angle outputs (a constrained bond has no spread).
+MIN_LENGTH_SCALE = 2e-4
+MIN_ANGLE_SCALE = 5e-3
+#: An improper torsion this far (radians) from 0 and 180 degrees in the reference is chiral: its side is kept.
+CHIRAL_FROM_PLANAR = math.radians(20.0)
+#: How close (radians, seen from a) a generated atom that keeps a side may come to its plane.
+CHIRAL_MARGIN = math.radians(15.0)
+#: Where the reference geometry of a ``gan`` comes from (``build_environment``).
+GEOMETRY_SOURCES = ("data", "forcefield")
 #: Length scale of local coordinates fed to the networks, nm.
 LENGTH_SCALE = 0.3
 
@@ -244,15 +264,23 @@ class ForceFieldPrior(torch.nn.Module):
         e = self.energies(xyz)
         return e["bonds"] + e["constraints"] + e["angles"] + e["torsions"] + e["lennard_jones"]
 
-    def reference_geometry(self) -> Tuple[Dict[Tuple[int, int], float], Dict[Tuple[int, int, int], float]]:
-        """Equilibrium bond lengths (bonds and constraints) and angles, keyed by sorted atom tuples."""
+    def reference_geometry(
+        self, temperature: float = 300.0
+    ) -> Tuple[Dict[Tuple[int, int], Tuple[float, float]], Dict[Tuple[int, int, int], Tuple[float, float]]]:
+        """Equilibrium bond lengths (bonds and constraints) and angles with their thermal spread, by sorted atom tuples.
+
+        Values are ``(equilibrium, sqrt(kT / k))`` in nm or radians: the standard deviation of a
+        harmonic term alone at ``temperature`` (0 for a constraint).
+        """
+        kt = BOLTZMANN * temperature
         lengths = {}
-        for atoms, params in ((self.bond_atoms, self.bond_params), (self.constraint_atoms, self.constraint_params)):
-            for (i, j), (r0, _) in zip(atoms.tolist(), params.tolist()):
-                lengths[(min(i, j), max(i, j))] = r0
+        for (i, j), (r0, k) in zip(self.bond_atoms.tolist(), self.bond_params.tolist()):
+            lengths[(min(i, j), max(i, j))] = (r0, math.sqrt(kt / k) if k > 0 else 0.0)
+        for (i, j), (r0, _) in zip(self.constraint_atoms.tolist(), self.constraint_params.tolist()):
+            lengths[(min(i, j), max(i, j))] = (r0, 0.0)
         angles = {}
-        for (i, j, k), (theta0, _) in zip(self.angle_atoms.tolist(), self.angle_params.tolist()):
-            angles[(min(i, k), j, max(i, k))] = theta0
+        for (i, j, k), (theta0, kk) in zip(self.angle_atoms.tolist(), self.angle_params.tolist()):
+            angles[(min(i, k), j, max(i, k))] = (theta0, math.sqrt(kt / kk) if kk > 0 else 0.0)
         return lengths, angles
 
 
@@ -289,6 +317,10 @@ class Environment:
         (rows,) reference bond length and angle of each row and the largest deviation from them.
     r_scale, theta_scale
         (rows,) deviation of length and angle per unit of the generator's output.
+    chirality, chiral_slots
+        (rows,) sign of the chiral volume ``det[s1 - a, s2 - a, x - a]`` in the reference
+        structures of the centre ``a`` whose last substituent ``x`` the row places (0 for every
+        other row), and (rows, 2) the slots of the other two substituents ``s1``, ``s2``.
     """
 
     zmatrix: ZMatrix
@@ -302,6 +334,8 @@ class Environment:
     theta_spread: np.ndarray
     r_scale: np.ndarray
     theta_scale: np.ndarray
+    chirality: np.ndarray
+    chiral_slots: np.ndarray
 
     @property
     def n_slot_features(self) -> int:
@@ -343,11 +377,18 @@ def sibling_levels(zmatrix: ZMatrix) -> ZMatrix:
 def build_environment(
     mapping: Mapping,
     prior: ForceFieldPrior,
-    reference_xyz: np.ndarray,
+    reference_xyz: Optional[np.ndarray],
     atom_slots: int = 8,
     bead_slots: int = 4,
+    template: Optional[np.ndarray] = None,
+    temperature: float = 300.0,
 ) -> Environment:
     """The environment description of ``mapping``'s topology (topology-only, plus reference values).
+
+    The generator works in units of a reference bond length and angle per row, which come
+    either from data (``reference_xyz``: a model of one molecule) or from the force field
+    (``reference_xyz=None``: a model that can be applied to molecules it never saw, because the
+    same definition holds for any molecule with an ``openmm.System``).
 
     Parameters
     ----------
@@ -355,12 +396,26 @@ def build_environment(
         The CG mapping.
     prior
         The force field's terms: its bond lengths and angles cap how far the generator may
-        deviate from the data's mean in use (8 %, 20 degrees).
+        deviate from the reference in use (8 %, 20 degrees), and give the reference itself
+        when ``reference_xyz`` is None.
     reference_xyz
         Atomistic frames (frames, atoms, 3), nm (the training frames): mean and spread of every
         row's bond length and angle, about which the generator works in standard units.
+        None: the force field's equilibrium values and thermal spreads ``sqrt(kT / k)``
+        (:meth:`ForceFieldPrior.reference_geometry`); an angle no force-field term holds is
+        measured on ``template``, in units of :data:`UNBONDED_ANGLE_SCALE`.
     atom_slots, bead_slots
         Placed atoms and beads in each environment.
+    template
+        (atoms, 3) nm, one structure of the molecule (force-field geometry only).
+    temperature
+        Kelvin of the thermal spreads (force-field geometry only).
+
+    Raises
+    ------
+    MappingError
+        With force-field geometry: no ``template``, or an atom placed from a reference it is not
+        bonded to in the force field (an unanchored mapping such as ``residue_com``).
     """
     zmatrix = sibling_levels(build_zmatrix(mapping, chain_first=True))
     topology = mapping.topology
@@ -383,9 +438,16 @@ def build_environment(
     for (x, *_), lv in zip(rows, zmatrix.level):
         level_of[x] = lv
 
-    lengths, angle_table = prior.reference_geometry()
-    extended = np.concatenate([np.asarray(reference_xyz, dtype=np.float64),
-                               mapping.map(reference_xyz)[:, frame_beads].astype(np.float64)], axis=1)
+    lengths, angle_table = prior.reference_geometry(temperature)
+    if reference_xyz is None and template is None:
+        raise MappingError("force-field geometry needs a template structure of the molecule (its angles that no "
+                           "force-field term holds are measured on it)")
+    measured_xyz = np.asarray(reference_xyz if reference_xyz is not None else np.asarray(template)[None], dtype=np.float64)
+    extended = np.concatenate([measured_xyz, mapping.map(measured_xyz)[:, frame_beads].astype(np.float64)], axis=1)
+
+    def describe(i: int) -> str:
+        return f"{atoms[i].residue.name}{atoms[i].residue.id}:{atoms[i].name}" if i < n else "a frame bead"
+
     n_features = (len(ELEMENTS) + 1) + 1 + (MAX_HOPS + 1) + 1  # element, bead flag, hops, present
     slots = np.full((len(rows), atom_slots + bead_slots), empty, dtype=np.int64)
     slot_features = np.zeros((len(rows), atom_slots + bead_slots, n_features), dtype=np.float32)
@@ -409,22 +471,113 @@ def build_environment(
         parent = _element_channels(symbols[a]) if a < n else np.zeros(len(ELEMENTS) + 1)
         atom_features[k] = np.r_[_element_channels(symbols[x]), parent, np.eye(5)[min(len(neighbours[x]), 4)],
                                  np.eye(5)[min(n_h, 4)], float(a >= n)]
-        # Reference geometry: the data's mean and spread (the generator's output is standardised
-        # by them, which keeps the critic's inputs of order one); bounds in use: 5 sigma, and
-        # for a bond (angle) of the force field also 8 % of its length (20 degrees).
+        # Reference geometry, about which the generator works in standard units (which keeps the
+        # critic's inputs of order one); bounds in use: 5 units, and for a bond (angle) of the
+        # force field also 8 % of its length (20 degrees).
+        bond = lengths.get((min(x, a), max(x, a))) if a < n else None
+        angle = angle_table.get((min(x, b), a, max(x, b))) if a < n and b < n else None
         measured_r = np.linalg.norm(extended[:, x] - extended[:, a], axis=-1)
         v1, v2 = extended[:, x] - extended[:, a], extended[:, b] - extended[:, a]
         cos = (v1 * v2).sum(-1) / np.linalg.norm(v1, axis=-1) / np.linalg.norm(v2, axis=-1)
         measured_theta = np.arccos(np.clip(cos, -1.0, 1.0))
-        r0[k], r_scale[k] = measured_r.mean(), max(measured_r.std(), 2e-4)
-        theta0[k], theta_scale[k] = measured_theta.mean(), max(measured_theta.std(), 5e-3)
+        if reference_xyz is not None:
+            r0[k], r_scale[k] = measured_r.mean(), max(measured_r.std(), MIN_LENGTH_SCALE)
+            theta0[k], theta_scale[k] = measured_theta.mean(), max(measured_theta.std(), MIN_ANGLE_SCALE)
+        else:
+            if bond is None:
+                raise MappingError(
+                    f"force-field geometry: {describe(x)} is placed from {describe(a)}, and the force field has no bond "
+                    f"between them; it needs every placed atom bonded to its reference (an anchored mapping such as "
+                    f"ca or backbone)"
+                )
+            r0[k], r_scale[k] = bond[0], max(bond[1], MIN_LENGTH_SCALE)
+            if angle is None:
+                theta0[k], theta_scale[k] = measured_theta[0], UNBONDED_ANGLE_SCALE
+            else:
+                theta0[k], theta_scale[k] = angle[0], max(angle[1], MIN_ANGLE_SCALE)
         r_spread[k], theta_spread[k] = 5.0 * r_scale[k], 5.0 * theta_scale[k]
-        if a < n and (min(x, a), max(x, a)) in lengths:
-            r_spread[k] = min(r_spread[k], BOND_SPREAD * lengths[(min(x, a), max(x, a))])
-        if a < n and b < n and (min(x, b), a, max(x, b)) in angle_table:
+        if bond is not None:
+            r_spread[k] = min(r_spread[k], BOND_SPREAD * bond[0])
+        if angle is not None:
             theta_spread[k] = min(theta_spread[k], ANGLE_SPREAD)
+    chirality, chiral_slots = _chirality(topology, zmatrix, slots, extended)
     return Environment(zmatrix, np.asarray(frame_beads, dtype=np.int64), slots, slot_features, atom_features,
-                       r0, r_spread, theta0, theta_spread, r_scale, theta_scale)
+                       r0, r_spread, theta0, theta_spread, r_scale, theta_scale, chirality, chiral_slots)
+
+
+def _chirality(topology, zmatrix: ZMatrix, slots: np.ndarray, reference: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Per row, the handedness it must keep (:attr:`Environment.chirality`) and the two slots it is measured with.
+
+    Two kinds of rows keep a side: a chiral improper (``b`` and ``c`` substituents of ``a`` like
+    ``x``, its torsion at least :data:`CHIRAL_FROM_PLANAR` from planar in the reference: a C-alpha's
+    HA, a CH2's second hydrogen), measured against ``b`` and ``c``; and the row that places, from
+    the centre, the last substituent of a chiral centre of
+    :class:`~openmmbackmap.bench.structure.TopologyFeatures` (the benchmark's definition), measured
+    against the centre's two other substituents (both must be among its slots): with the ``ca``
+    mapping a C-alpha's last substituent, N, is placed by a proper torsion from the C-alpha trace,
+    and no improper holds its side. The sign is that of the reference frames' mean chiral volume.
+    """
+    from openmmbackmap.bench.structure import TopologyFeatures
+
+    rows = zmatrix.rows
+    chirality = np.zeros(len(rows))
+    chiral_slots = np.zeros((len(rows), 2), dtype=np.int64)
+
+    def keep(k: int, first: int, second: int) -> None:
+        x, a = rows[k, 0], rows[k, 1]
+        v1, v2 = reference[:, first] - reference[:, a], reference[:, second] - reference[:, a]
+        volume = (np.cross(v1, v2) * (reference[:, x] - reference[:, a])).sum(-1)
+        chirality[k] = np.sign(volume.mean())
+        chiral_slots[k] = [int(np.flatnonzero(slots[k] == first)[0]), int(np.flatnonzero(slots[k] == second)[0])]
+
+    torsion = np.angle(np.exp(1j * geometry.dihedrals(reference, rows).astype(np.float64)).mean(axis=0))
+    to_planar = np.minimum(np.abs(torsion), math.pi - np.abs(torsion))
+    for k in np.flatnonzero(zmatrix.improper & (to_planar > CHIRAL_FROM_PLANAR)):
+        if rows[k, 2] in slots[k] and rows[k, 3] in slots[k]:
+            keep(k, rows[k, 2], rows[k, 3])
+    row_of = {int(x): k for k, x in enumerate(rows[:, 0])}
+    for centre, *substituents in TopologyFeatures.from_topology(topology).chiral_centres.tolist():
+        placed = [s for s in substituents if s in row_of]
+        if not placed:
+            continue  # all three are anchors: the beads fix the handedness
+        last = max(placed, key=lambda s: (zmatrix.level[row_of[s]], row_of[s]))
+        k = row_of[last]
+        others = [s for s in substituents if s != last]
+        if chirality[k] == 0 and rows[k, 1] == centre and all(s in slots[k] for s in others):
+            keep(k, *others)
+    return chirality, chiral_slots
+
+
+def forcefield_closure_statistics(zmatrix: ZMatrix, prior: ForceFieldPrior, temperature: float = 300.0) -> Tuple[np.ndarray, np.ndarray]:
+    """Mean and spread (nm) of every closure pair of ``zmatrix`` from the force field alone.
+
+    The counterpart of :func:`openmmbackmap.models.ic.closure_statistics` (measured on frames)
+    for a model applied to a molecule without data: a closure bond takes its equilibrium length
+    and ``sqrt(kT / k)``; a 1-3 pair the distance that its two bonds and the angle between them
+    give, with the angle's thermal spread carried over (``r1 r2 sin(theta) sigma_theta / d``).
+
+    Raises
+    ------
+    MappingError
+        If a closure pair is neither a bond nor the ends of an angle of the force field.
+    """
+    lengths, angles = prior.reference_geometry(temperature)
+    ends = {(i, k): (j, theta, sigma) for (i, j, k), (theta, sigma) in angles.items()}
+    mean, spread = np.zeros(len(zmatrix.closures)), np.zeros(len(zmatrix.closures))
+    for m, (p, q) in enumerate(zmatrix.closures.tolist()):
+        key = (min(p, q), max(p, q))
+        if key in lengths:
+            mean[m], spread[m] = lengths[key]
+        elif key in ends and (min(p, ends[key][0]), max(p, ends[key][0])) in lengths \
+                and (min(q, ends[key][0]), max(q, ends[key][0])) in lengths:
+            j, theta, sigma = ends[key]
+            r1 = lengths[(min(p, j), max(p, j))][0]
+            r2 = lengths[(min(q, j), max(q, j))][0]
+            mean[m] = math.sqrt(r1 * r1 + r2 * r2 - 2.0 * r1 * r2 * math.cos(theta))
+            spread[m] = r1 * r2 * math.sin(theta) * sigma / mean[m]
+        else:
+            raise MappingError(f"closure pair of atoms {p} and {q} is neither a bond nor an angle of the force field")
+    return mean, spread
 
 
 # ---------------------------------------------------------------------- networks
@@ -488,6 +641,7 @@ class GANBackmapper(ZMatrixModule):
     n_rows: int
     n_points: int
     length_scale: float
+    chiral_margin: float
 
     def __init__(
         self,
@@ -510,6 +664,7 @@ class GANBackmapper(ZMatrixModule):
 
         self.n_rows = rows
         self.length_scale = float(LENGTH_SCALE)
+        self.chiral_margin = math.sin(CHIRAL_MARGIN)
         self.n_slots = int(environment.slots.shape[1])
         self.noise = int(noise)
         self.n_points = self.n_atoms + 3 + self.n_beads + 1
@@ -523,6 +678,8 @@ class GANBackmapper(ZMatrixModule):
         buffer("theta_spread", environment.theta_spread[by_level])
         buffer("r_scale", environment.r_scale[by_level])
         buffer("theta_scale", environment.theta_scale[by_level])
+        buffer("chirality", environment.chirality[by_level])
+        buffer("chiral_slots", environment.chiral_slots[by_level], torch.long)
         inputs = self.n_slots * (3 + environment.n_slot_features) + environment.atom_features.shape[1]
         # Gaussian noise plus one angle, fed as its cosine and sine (see generate).
         self.generator = _mlp(inputs + self.noise + 2, hidden, 4)
@@ -564,8 +721,13 @@ class GANBackmapper(ZMatrixModule):
         angle = torch.rand(frames, self.n_rows, 1, generator=generator) * (2.0 * math.pi)
         return torch.cat([gaussian, angle], dim=-1)
 
-    def generate(self, condition: torch.Tensor, z: torch.Tensor, start: int, stop: int, bounded: bool = True) -> torch.Tensor:
+    def generate(
+        self, condition: torch.Tensor, local: torch.Tensor, z: torch.Tensor, start: int, stop: int, bounded: bool = True
+    ) -> torch.Tensor:
         """Local coordinates (frames, rows, 3) of the atoms of rows ``start:stop``, from noise ``z`` (:meth:`sample_noise`).
+
+        ``local``: the slots' positions in the local frames (:meth:`environment`), against
+        which a chiral centre's handedness is kept.
 
         Length and angle are linear in the network's output, in units of the data's spread
         (a squashing function saturated in training and then never recovered: no gradient);
@@ -588,7 +750,21 @@ class GANBackmapper(ZMatrixModule):
         direction = torch.nn.functional.normalize(out[..., 2:4], dim=-1, eps=1e-6)
         cos_phi = direction[..., 0] * cos_psi - direction[..., 1] * sin_psi
         sin_phi = direction[..., 0] * sin_psi + direction[..., 1] * cos_psi
-        return spherical_to_local(r, theta, cos_phi, sin_phi)
+        u = spherical_to_local(r, theta, cos_phi, sin_phi)
+        # Handedness: an atom on the wrong side of the plane through the origin (a) and its two
+        # guard slots is reflected through it, and one closer to the plane than CHIRAL_MARGIN
+        # (as an angle) is lifted off it, at the same distance from a: the closing sweeps move
+        # atoms near a closure by a little, and that must not carry a centre over.
+        index = self.chiral_slots[start:stop].view(1, stop - start, 2, 1).expand(u.size(0), -1, -1, 3)
+        others = torch.gather(local, 2, index)
+        normal = torch.nn.functional.normalize(torch.linalg.cross(others[:, :, 0], others[:, :, 1]), dim=-1, eps=1e-9)
+        height = (u * normal).sum(-1, keepdim=True)
+        length = torch.linalg.vector_norm(u, dim=-1, keepdim=True)
+        side = self.chirality[start:stop].view(1, -1, 1)
+        kept = side * torch.maximum(height.abs(), self.chiral_margin * length)
+        in_plane = u - height * normal
+        scale = torch.sqrt((length * length - kept * kept).clamp_min(0.0)) / torch.linalg.vector_norm(in_plane, dim=-1, keepdim=True).clamp_min(1e-9)
+        return torch.where(side != 0, in_plane * scale + kept * normal, u)
 
     # -------------------------------------------------------------- the contract
 
@@ -606,7 +782,7 @@ class GANBackmapper(ZMatrixModule):
             for level in range(len(self.level_starts) - 1):
                 start, stop = self.level_starts[level], self.level_starts[level + 1]
                 frames, origin, local = self.environment(points, start, stop)
-                u = self.generate(self.condition(local, start, stop), z[:, start:stop], start, stop)
+                u = self.generate(self.condition(local, start, stop), local, z[:, start:stop], start, stop)
                 x = origin + torch.einsum("fri,frij->frj", u, frames)
                 points.index_copy_(1, self.x_index[start:stop], x)
             atoms = self.close(points[:, : self.n_atoms], self.sample_closure(cg.size(0), generator))
@@ -672,4 +848,5 @@ from openmmbackmap.models import register_family  # noqa: E402  (the registry im
 
 register_family("gan", GANFamily)
 
-__all__ = ["Discriminator", "Environment", "ForceFieldPrior", "GANBackmapper", "GANFamily", "build_environment"]
+__all__ = ["Discriminator", "Environment", "ForceFieldPrior", "GANBackmapper", "GANFamily", "build_environment",
+           "forcefield_closure_statistics"]
