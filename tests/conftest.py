@@ -64,3 +64,17 @@ def ubiquitin_features(ubiquitin):
     from openmmbackmap.bench.structure import TopologyFeatures
 
     return TopologyFeatures.from_topology(ubiquitin[0])
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Torch on one thread for a module's tests (deterministic training; CI has two cores).
+
+    Model test modules use it with ``pytestmark = pytest.mark.usefixtures("one_thread")``.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -27,6 +27,8 @@ from openmmbackmap.training import train_cvae
 SCHEMES = ["backbone", "residue_com"]
 SHIPPED = Path(openmmbackmap.__file__).parent / "data" / "models"
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 @pytest.fixture(scope="module")
 def trained(ala2, tmp_path_factory, one_thread):

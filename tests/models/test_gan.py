@@ -29,6 +29,8 @@ SCHEMES = ["backbone", "residue_com"]
 SHIPPED = Path(openmmbackmap.__file__).parent / "data" / "models"
 TINY = dict(hidden=32, max_epochs=1, log=None)
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 @pytest.fixture(scope="module")
 def system(ala2):

@@ -31,6 +31,8 @@ from openmmbackmap.training import transfer_gan
 SHIPPED = Path(openmmbackmap.__file__).parent / "data" / "models"
 CHIGNOLIN = "chignolin/reference/cln025_000"
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 @pytest.fixture(scope="module")
 def chignolin():

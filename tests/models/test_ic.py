@@ -21,6 +21,8 @@ from openmmbackmap.training import _ic_statistics, train_ic
 
 SCHEMES = ["backbone", "residue_com"]
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 @pytest.fixture(scope="module")
 def trained(ala2, tmp_path_factory, one_thread):
