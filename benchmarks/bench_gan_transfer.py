@@ -101,10 +101,10 @@ def main() -> None:
             models[label] = (transferred, source)
     models["system_specific"] = (args.specific, args.specific)
 
+    cg = mapping.map(reference)
     results = {}
     for label, (path, source) in models.items():
         backmapper = load_backmapper(path, topology=topology)
-        cg = mapping.map(reference)
         candidate = np.concatenate([backmapper(cg, seed=s + 1) for s in range(args.samples)])
         provenance = load_backmapper(source).metadata.provenance
         entry = {

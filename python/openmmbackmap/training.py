@@ -1149,7 +1149,8 @@ def train_gan(
         "geometry": geometry,
     }
     others = tuple((m.mapping.fingerprint, _run_key(data=np.concatenate([m.train_xyz, m.validation_xyz]))) for m in molecules[1:])
-    key = _run_key(family="gan", fingerprint=mapping.fingerprint, data=np.concatenate(_checked_segments(mapping, segments)),
+    first = molecules[0]
+    key = _run_key(family="gan", fingerprint=mapping.fingerprint, data=np.concatenate([first.train_xyz, first.validation_xyz]),
                    **options, **({"other_molecules": others} if others else {}))
     history: list[dict] = []
     best_score, best_epoch, best_state, best_metrics = math.inf, 0, copy.deepcopy(module.state_dict()), {}
@@ -1274,7 +1275,6 @@ def train_gan(
     scripted = torch.jit.script(module)
     train_time = earlier_seconds + time.perf_counter() - started
 
-    first = molecules[0]
     validation = evaluate(scripted, mapping, first.validation_xyz, seed=evaluation_seed)
     validation.update({
         "split": f"last {validation_fraction:.0%} of each of {len(segments)} segments (model selection)",
@@ -1520,14 +1520,14 @@ def _frame_interval_ps(path: Path, topology: app.Topology) -> float | None:
 
 def _group_by_topology(paths: Sequence[Path]) -> list[tuple[list[Path], app.Topology, list[np.ndarray]]]:
     """Training files grouped by molecule (the ``.pdb`` beside each), in the order molecules first appear."""
-    groups: dict[str, list[Path]] = {}
+    groups: dict[str, tuple[app.Topology, list[Path]]] = {}
     for path in map(Path, paths):
         pdb = path.with_suffix(".pdb")
         if not pdb.is_file():
             raise InputError(f"segment {str(path)!r} has no topology {pdb.name!r} beside it")
         topology, _ = io.load_topology(pdb)
-        groups.setdefault(json.dumps(io.topology_to_dict(topology), sort_keys=True), []).append(path)
-    return [(group, *load_segments(group)) for group in groups.values()]
+        groups.setdefault(json.dumps(io.topology_to_dict(topology), sort_keys=True), (topology, []))[1].append(path)
+    return [(group, *load_segments(group, topology)) for topology, group in groups.values()]
 
 
 def run(args: argparse.Namespace, command: str) -> int:
@@ -1535,13 +1535,13 @@ def run(args: argparse.Namespace, command: str) -> int:
     torch.set_num_threads(args.threads)
     if args.transferable and args.family != "gan":
         raise InputError("--transferable is an option of the gan family (--family gan)")
-    groups = _group_by_topology(args.train) if args.transferable else [(args.train, *load_segments(args.train))]
-    train_paths, topology, segments = groups[0]
     if args.every < 1:
         raise InputError(f"--every must be a positive number of frames; got {args.every}")
     if args.every > 1 and args.family == "cvae":
         raise InputError("--every thins the frames of frame-by-frame families; the cvae learns from pairs --stride frames apart")
-    segments = [segment[:: args.every] for segment in segments]
+    groups = _group_by_topology(args.train) if args.transferable else [(args.train, *load_segments(args.train))]
+    groups = [(paths, group_topology, [s[:: args.every] for s in group]) for paths, group_topology, group in groups]
+    train_paths, topology, segments = groups[0]
     test_tail: list[np.ndarray] = []
     if args.test_tail:
         if not 0.0 < args.test_tail < 1.0:
@@ -1554,7 +1554,7 @@ def run(args: argparse.Namespace, command: str) -> int:
         print(f"warning: the training files were simulated at {', '.join(f'{t:g}' for t in sorted(set(temperatures.values()) - {None}))} K "
               "(their provenance JSON): the model learns the mixture of those ensembles, and backmaps a trajectory at "
               "one of them with geometry and rotamers too broad for it (chignolin cvae, 300 K held out: frame-to-frame "
-              "motion 1.30x the reference's trained on 300-450 K, 1.05x trained on 300 K only)", flush=True)
+              "motion 1.20-1.30x the reference's trained on 300-450 K, 1.02-1.08x trained on 300 K only)", flush=True)
     gan = args.family == "gan"
     common = dict(
         validation_fraction=args.validation_fraction, seed=args.seed, max_epochs=args.max_epochs,
@@ -1564,8 +1564,7 @@ def run(args: argparse.Namespace, command: str) -> int:
         log=lambda line: print(line, flush=True),
     )
     if gan:
-        others = [(Mapping.from_scheme(other, args.scheme), [s[:: args.every] for s in other_segments])
-                  for _, other, other_segments in groups[1:]]
+        others = [(Mapping.from_scheme(other, args.scheme), other_segments) for _, other, other_segments in groups[1:]]
         if others:
             print(f"and {len(others)} more molecules: " + "; ".join(
                 f"{_sequence(m.topology)}, {sum(len(s) for s in segs)} frames" for m, segs in others), flush=True)
@@ -1587,7 +1586,7 @@ def run(args: argparse.Namespace, command: str) -> int:
     result.provenance["data"] = {
         "train": [{"file": str(p), "sha256": io.file_sha256(p), "frames": len(s), "temperature_K": temperatures[str(p)]}
                   for p, s in zip(train_paths, segments)]
-        + [{"file": str(p), "sha256": io.file_sha256(p), "frames": len(s[:: args.every]), "temperature_K": temperatures[str(p)]}
+        + [{"file": str(p), "sha256": io.file_sha256(p), "frames": len(s), "temperature_K": temperatures[str(p)]}
            for paths, _, group in groups[1:] for p, s in zip(paths, group)],
         "every": args.every,
         "test": [{"file": str(p), "sha256": io.file_sha256(p)} for p in args.test],

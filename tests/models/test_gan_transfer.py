@@ -123,6 +123,13 @@ def test_train_on_two_molecules_and_transfer_to_a_third_topology(ala2_paths, chi
     np.testing.assert_allclose(target.mapping.map(out), cg, atol=1e-5)  # C-alpha atoms sit on their beads
     with pytest.raises(InputError, match="force-field geometry"):
         transfer_gan(SHIPPED / "ala2_backbone_gan.pt", target.mapping, xyz[0])
+    with pytest.raises(InputError, match=r"template must have shape \(166, 3\)"):
+        transfer_gan(model, target.mapping, xyz[0, :10])
+    capsys.readouterr()
+    assert main(["train", "--family", "ic", "--transferable", "--scheme", "ca", "--train", str(chignolin_xtc),
+                 "--out", str(tmp_path / "ic.pt")]) == 1
+    assert "--transferable is an option of the gan family" in capsys.readouterr().err
+    assert not (tmp_path / "ic.pt").exists()
 
 
 def test_rows_that_keep_a_side_are_found_in_the_template(chignolin, chignolin_prior):

@@ -318,9 +318,10 @@ class Environment:
     r_scale, theta_scale
         (rows,) deviation of length and angle per unit of the generator's output.
     chirality, chiral_slots
-        (rows,) sign of the chiral volume ``det[s1 - a, s2 - a, x - a]`` in the reference
-        structures of the centre ``a`` whose last substituent ``x`` the row places (0 for every
-        other row), and (rows, 2) the slots of the other two substituents ``s1``, ``s2``.
+        (rows,) the side of the plane ``a, s1, s2`` the row's atom ``x`` keeps: the sign of
+        ``det[s1 - a, s2 - a, x - a]`` in the reference structures, for a row that sets a
+        handedness (a chiral improper, or the last substituent of a chiral centre ``a``; 0 for
+        every other row), and (rows, 2) the slots of ``s1`` and ``s2`` (:func:`_chirality`).
     """
 
     zmatrix: ZMatrix
@@ -566,13 +567,12 @@ def forcefield_closure_statistics(zmatrix: ZMatrix, prior: ForceFieldPrior, temp
     mean, spread = np.zeros(len(zmatrix.closures)), np.zeros(len(zmatrix.closures))
     for m, (p, q) in enumerate(zmatrix.closures.tolist()):
         key = (min(p, q), max(p, q))
+        j, theta, sigma = ends.get(key, (None, 0.0, 0.0))
+        arms = (lengths.get((min(p, j), max(p, j))), lengths.get((min(q, j), max(q, j)))) if j is not None else (None, None)
         if key in lengths:
             mean[m], spread[m] = lengths[key]
-        elif key in ends and (min(p, ends[key][0]), max(p, ends[key][0])) in lengths \
-                and (min(q, ends[key][0]), max(q, ends[key][0])) in lengths:
-            j, theta, sigma = ends[key]
-            r1 = lengths[(min(p, j), max(p, j))][0]
-            r2 = lengths[(min(q, j), max(q, j))][0]
+        elif None not in arms:
+            r1, r2 = arms[0][0], arms[1][0]
             mean[m] = math.sqrt(r1 * r1 + r2 * r2 - 2.0 * r1 * r2 * math.cos(theta))
             spread[m] = r1 * r2 * math.sin(theta) * sigma / mean[m]
         else:
