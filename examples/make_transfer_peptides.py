@@ -13,8 +13,9 @@ Each fragment keeps the crystal's heavy atoms (so every chiral centre is natural
 checked against 1MJ5 as examples/make_chignolin_structure.py does), gets zwitterionic termini
 and hydrogens at pH 7 from PDBFixer, and is simulated like the chignolin reference
 (:func:`openmmbackmap.data.run_reference_simulation`: amber99sbildn + OBC, 300 K,
-LangevinMiddle, hydrogen mass 4 amu, 4 fs, CPU platform) for ``--ns`` ns after 40 ps of
-equilibration. A peptide whose JSON exists is skipped, so a killed run resumes.
+LangevinMiddle, hydrogen mass 4 amu, 4 fs) for ``--ns`` ns after 40 ps of equilibration, on the
+Reference platform by default (for 75-110 atoms it ran 280-510 ns/day on one core here, the CPU
+platform 340-360 on two threads, 255 on one). A peptide whose JSON exists is skipped, so a killed run resumes.
 
 Usage (needs pdbfixer, a development dependency)::
 
