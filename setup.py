@@ -8,6 +8,8 @@ folder and copies that into the package as openmmbackmap/_plugin/:
 
     _plugin/libOpenMMBackmap.so, _plugin/mappingrestraint.py, _plugin/_mappingrestraint*.so
     _plugin/plugins/libOpenMMBackmapReference.so   (loaded by openmmbackmap.plugins)
+    _plugin/plugins/libOpenMMBackmapOpenCL.so      (when the OpenCL headers are installed)
+    _plugin/plugins/libOpenMMBackmapCUDA.so        (with openmm[cuda12] and the CUDA headers)
 
 An editable install writes _plugin/ into the source tree (python/openmmbackmap/_plugin/,
 git-ignored); a regular install into the wheel. The CMake build folder stays in build/plugin/
@@ -16,7 +18,8 @@ so that tests/test_plugin.py can run its C++ tests with ctest.
 If the native build fails (no compiler, say), the install goes on with a warning and
 openmmbackmap.restraints uses its pure-OpenMM fallback; BACKMAP_REQUIRE_NATIVE=1 makes the
 failure fatal and BACKMAP_SKIP_NATIVE=1 skips the native build. BACKMAP_CMAKE_ARGS adds CMake
-arguments (e.g. "-DBACKMAP_BUILD_CUDA_PLATFORM=ON"); CMAKE_BUILD_PARALLEL_LEVEL sets the number
+arguments (e.g. "-DBACKMAP_BUILD_CUDA_PLATFORM=ON" to fail rather than skip the CUDA kernels when
+something they need is missing); CMAKE_BUILD_PARALLEL_LEVEL sets the number
 of compile jobs (default 2).
 """
 

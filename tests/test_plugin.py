@@ -1,7 +1,9 @@
 """The native MappingRestraintForce plugin and its CustomCentroidBondForce fallback, in real Contexts.
 
 Both implementations are checked against a numpy reference and finite differences, against each
-other, and on the Reference and CPU platforms; the C++ tests run under ctest from here.
+other, and on the Reference and CPU platforms, and on OpenCL where the native OpenCL kernels are
+built and a driver is installed (CI installs pocl, an OpenCL driver for the CPU); the C++ tests
+run under ctest from here.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ from openmmbackmap import plugins, restraints
 from openmmbackmap.errors import BackmapError
 from openmmbackmap.restraints import CentroidRestraintFallback, NativePluginWarning, mapping_restraint_force
 
-PLATFORMS = ["Reference", "CPU"]
+# OpenCL in double precision, so that the same tolerances hold as on Reference and CPU.
+PLATFORM_PROPERTIES = {"OpenCL": {"Precision": "double"}}
+PLATFORMS = ["Reference", "CPU"] + [name for name in ("OpenCL",) if name in plugins.native_kernel_platforms()]
 native = pytest.mark.skipif(not restraints.native_available(), reason="native plugin not built")
 
 
@@ -92,7 +96,8 @@ def _system(force, n_atoms, box=None):
 
 
 def _context(system, platform):
-    return openmm.Context(system, openmm.VerletIntegrator(0.001), platform)
+    properties = PLATFORM_PROPERTIES.get(platform.getName(), {})
+    return openmm.Context(system, openmm.VerletIntegrator(0.001), platform, properties)
 
 
 def _evaluate(context, positions):
@@ -131,6 +136,31 @@ def test_native_plugin_is_built():
 
 
 @native
+def test_opencl_kernels_are_built_where_openmm_has_opencl():
+    """Where OpenMM has an OpenCL platform (a driver), the build must have produced its kernels.
+
+    The pip openmm wheel ships OpenMM's OpenCL platform, so a build finds it whenever the OpenCL
+    headers are installed; a platform without kernels would make relaxation fall back silently.
+    """
+    names = [openmm.Platform.getPlatform(i).getName() for i in range(openmm.Platform.getNumPlatforms())]
+    if "OpenCL" not in names:
+        pytest.skip("OpenMM has no OpenCL platform here (no OpenCL driver)")
+    assert "OpenCL" in plugins.native_kernel_platforms(), plugins.native_kernel_error("OpenCL")
+
+
+@native
+def test_a_platform_without_native_kernels_falls_back_with_a_warning():
+    assert plugins.native_kernel_error("Reference") is None
+    assert "no kernels for a platform named 'HIP'" in plugins.native_kernel_error("HIP")
+    with pytest.warns(NativePluginWarning, match="no native kernels for the HIP platform"):
+        force = mapping_restraint_force([[0, 1]], k=10.0, platform="HIP")
+    assert isinstance(force, CentroidRestraintFallback)
+    with pytest.raises(BackmapError, match="no native kernels for the HIP platform"):
+        mapping_restraint_force([[0, 1]], k=10.0, platform="HIP", native=True)
+    assert not isinstance(mapping_restraint_force([[0, 1]], k=10.0, platform="CPU"), CentroidRestraintFallback)
+
+
+@native
 def test_native_force_is_a_real_openmm_force():
     force = mapping_restraint_force([[0, 1]], k=10.0, native=True)
     assert isinstance(force, openmm.Force)
@@ -161,8 +191,10 @@ def test_cpp_tests_pass_under_ctest():
     # pip has removed since: point them at this environment's libOpenMM and plugin folder.
     openmm_lib = openmm.version.openmm_library_path
     env = dict(os.environ)
-    env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [openmm_lib, env.get("LD_LIBRARY_PATH")]))
-    env["OPENMM_BACKMAP_OPENMM_PLUGINS"] = os.path.join(openmm_lib, "plugins")
+    # libOpenMMOpenCL.so, which the OpenCL kernels link against, is in the plugin folder.
+    openmm_plugins = os.path.join(openmm_lib, "plugins")
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [openmm_lib, openmm_plugins, env.get("LD_LIBRARY_PATH")]))
+    env["OPENMM_BACKMAP_OPENMM_PLUGINS"] = openmm_plugins
     result = subprocess.run(
         [ctest, "--test-dir", build_dir, "--output-on-failure", "-V"],
         capture_output=True, text=True, env=env, timeout=300,
@@ -170,6 +202,8 @@ def test_cpp_tests_pass_under_ctest():
     assert result.returncode == 0, result.stdout + result.stderr
     assert "100% tests passed" in result.stdout
     assert "CPU: ok" in result.stdout  # the CPU platform was tested, not only Reference
+    if "OpenCL" in plugins.native_kernel_platforms():
+        assert "OpenCL single: ok" in result.stdout and "OpenCL double: ok" in result.stdout
 
 
 # ---------------------------------------------------------------- energies and forces

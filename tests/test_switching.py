@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -22,13 +23,14 @@ import openmm.app as app
 import pytest
 import yaml
 
-from openmmbackmap import io
+from openmmbackmap import io, plugins
 from openmmbackmap.cgforce import bundled_model, create_cg_system
 from openmmbackmap.cgsystems import elastic_network_system
 from openmmbackmap.data import reference_system
 from openmmbackmap.errors import InputError
 from openmmbackmap.models import load_backmapper
 from openmmbackmap.relax import RelaxationSettings, RestrainedRelaxation, flexible_copy
+from openmmbackmap.restraints import NativePluginWarning
 from openmmbackmap.switch_config import load_config
 from openmmbackmap.switching import (
     AtomisticTrajectoryReporter,
@@ -101,6 +103,35 @@ def test_relaxation_holds_beads_and_reports_energies_without_the_restraint(ala2_
     # moving the targets moves the relaxed centroids: the restraint is live in the reused Context
     shifted = relaxation.relax(result.positions, targets + np.array([0.05, 0.0, 0.0]))
     assert np.abs(mapping.map(shifted.positions) - targets - [0.05, 0, 0]).max() < 0.02
+
+
+@pytest.mark.skipif("OpenCL" not in plugins.native_kernel_platforms(), reason="no native OpenCL kernels or driver here")
+def test_relaxation_on_opencl_uses_the_native_gpu_kernels(ala2_start):
+    """A relaxation on a GPU platform picks the native force when its kernels are built (CI: OpenCL
+    on pocl, an OpenCL driver for the CPU), and they give the CPU kernels' energy. Not minimised
+    here: OpenMM 8.6.1's own minimiser crashes on pocl (a plain chignolin System, no plugin force)."""
+    topology, _ = io.load_topology(io.bundled("alanine_dipeptide/ala2.pdb"))
+    from openmmbackmap.mapping import Mapping
+
+    mapping = Mapping.from_scheme(topology, "residue_com")
+    system = reference_system(topology)
+    noisy = ala2_start + np.random.default_rng(0).normal(0, 0.02, ala2_start.shape)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NativePluginWarning)
+        relaxation = RestrainedRelaxation(system, topology, mapping, RelaxationSettings(restraint_k=20000.0),
+                                          platform="OpenCL", platform_properties={"Precision": "double"})
+    assert isinstance(relaxation.restraint, plugins.native_restraint_force_class())
+    relaxation.restraint.setTargets(mapping.map(ala2_start))
+    energies = []
+    for name, properties in (("OpenCL", {"Precision": "double"}), ("CPU", {})):
+        restrained = openmm.System()
+        for index in range(system.getNumParticles()):
+            restrained.addParticle(system.getParticleMass(index))
+        restrained.addForce(openmm.XmlSerializer.clone(relaxation.restraint))
+        context = openmm.Context(restrained, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName(name), properties)
+        context.setPositions(noisy)
+        energies.append(context.getState(getEnergy=True).getPotentialEnergy()._value)
+    assert energies[0] > 1.0 and energies[0] == pytest.approx(energies[1], rel=1e-9)
 
 
 def test_chirality_hold_restores_an_inverted_centre(ala2_start):

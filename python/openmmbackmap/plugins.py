@@ -9,9 +9,12 @@ Two kinds of plugin libraries:
 * This package's own plugin (``plugin/`` in the source tree, built by ``pip install``), a native
   :class:`MappingRestraintForce`. ``setup.py`` puts it in ``openmmbackmap/_plugin/``:
   ``libOpenMMBackmap.so`` (the force and its XML proxy), the SWIG module ``mappingrestraint``
-  and ``plugins/`` with the kernel library, which :func:`load_plugins` loads with
+  and ``plugins/`` with the kernel libraries, which :func:`load_plugins` loads with
   ``openmm.Platform.loadPluginsFromDirectory`` (never through ``OPENMM_PLUGIN_DIR``, which would
-  replace OpenMM's own plugin folder and lose the CPU platform).
+  replace OpenMM's own plugin folder and lose the CPU platform): Reference kernels (which serve
+  the CPU platform too) and, where they were built, OpenCL and CUDA kernels. A GPU kernel library
+  that does not load (no OpenCL driver, say) only takes its platform away:
+  :func:`native_kernel_platforms` says which platforms the native force runs on.
 
 ``import openmmbackmap`` calls :func:`load_plugins`. When the native library is missing (a
 build without a C++ compiler, say), :func:`native_plugin_error` says why and
@@ -36,7 +39,15 @@ NATIVE_PLUGIN_DIR = Path(__file__).resolve().parent / "_plugin"
 #: The folder of kernel libraries handed to ``Platform.loadPluginsFromDirectory``.
 NATIVE_KERNEL_DIR = NATIVE_PLUGIN_DIR / "plugins"
 
+#: The kernel library of each platform; the Reference one also serves the CPU platform.
+KERNEL_LIBRARIES = {
+    "Reference": "libOpenMMBackmapReference.so",
+    "OpenCL": "libOpenMMBackmapOpenCL.so",
+    "CUDA": "libOpenMMBackmapCUDA.so",
+}
+
 _native_class: type | None = None
+_native_platforms: dict[str, str | None] = {}
 _native_error: str | None = "load_plugins() has not run yet"
 _native_tried = False
 
@@ -94,9 +105,29 @@ def _load_native_plugin() -> list[str]:
         return []
     loaded = list(openmm.Platform.loadPluginsFromDirectory(str(NATIVE_KERNEL_DIR)))
     failures = list(openmm.Platform.getPluginLoadFailures())
-    if failures or not loaded:
-        _native_error = "the native plugin's kernels did not load: " + ("; ".join(failures) or "no library found")
+    loaded_names = {os.path.basename(path) for path in loaded}
+
+    def failure_of(library: str) -> str:
+        found = [failure for failure in failures if library in failure]
+        if found:
+            return "; ".join(found)
+        if not (NATIVE_KERNEL_DIR / library).exists():
+            return f"{library} was not built (see the CMake output of `pip install`)"
+        return f"{library} did not load"
+
+    if KERNEL_LIBRARIES["Reference"] not in loaded_names:
+        _native_error = "the native plugin's kernels did not load: " + failure_of(KERNEL_LIBRARIES["Reference"])
         return loaded
+    available = {openmm.Platform.getPlatform(i).getName() for i in range(openmm.Platform.getNumPlatforms())}
+    for name, library in KERNEL_LIBRARIES.items():
+        platform_names = ("Reference", "CPU") if name == "Reference" else (name,)
+        for platform_name in platform_names:
+            if platform_name not in available:
+                _native_platforms[platform_name] = f"OpenMM has no {platform_name} platform here"
+            elif library in loaded_names:
+                _native_platforms[platform_name] = None
+            else:
+                _native_platforms[platform_name] = failure_of(library)
     _native_class = MappingRestraintForce
     _native_error = None
     return loaded
@@ -106,6 +137,24 @@ def native_restraint_force_class() -> type | None:
     """The native ``MappingRestraintForce`` class (an ``openmm.Force``), or None when it is not available."""
     load_plugins()
     return _native_class
+
+
+def native_kernel_platforms() -> tuple[str, ...]:
+    """The platforms the native ``MappingRestraintForce`` has kernels for in this process.
+
+    Reference and CPU whenever the plugin loaded; OpenCL and CUDA where their kernels were
+    built, their libraries loaded and OpenMM has the platform (a driver and a device).
+    """
+    load_plugins()
+    return tuple(name for name, reason in _native_platforms.items() if reason is None)
+
+
+def native_kernel_error(platform_name: str) -> str | None:
+    """Why the native force has no kernels for ``platform_name``, or None when it has."""
+    load_plugins()
+    if _native_error is not None:
+        return _native_error
+    return _native_platforms.get(platform_name, f"no kernels for a platform named {platform_name!r}")
 
 
 def native_plugin_error() -> str | None:

@@ -256,6 +256,7 @@ class RestrainedRelaxation:
             r0=settings.flat_bottom,
             periodic=system.usesPeriodicBoundaryConditions(),
             native=native,
+            platform=openmm_platform.getName(),
         )
         self.restraint.setForceGroup(_free_force_group(minimisation_system))
         minimisation_system.addForce(self.restraint)

@@ -218,6 +218,7 @@ def mapping_restraint_force(
     targets=None,
     periodic: bool = False,
     native: bool | None = None,
+    platform: str | None = None,
 ):
     """Make a mapping-restraint force: the native plugin's when it is loaded, else the fallback.
 
@@ -237,6 +238,10 @@ def mapping_restraint_force(
     native
         None: native if available, else the fallback with a :class:`NativePluginWarning`;
         True: native or a BackmapError; False: always the fallback.
+    platform
+        The name of the OpenMM platform the force will run on, if known: the native force is
+        used only where it has kernels for it (:func:`openmmbackmap.plugins.native_kernel_platforms`;
+        an OpenCL or CUDA build may be missing), else as for a missing plugin.
 
     Returns
     -------
@@ -244,12 +249,18 @@ def mapping_restraint_force(
         A native ``MappingRestraintForce`` or a :class:`CentroidRestraintFallback`.
     """
     native_class = plugins.native_restraint_force_class()
+    reason = plugins.native_plugin_error()
+    if native_class is not None and platform is not None:
+        reason = plugins.native_kernel_error(platform)
+        if reason is not None:
+            native_class = None
+            reason = f"no native kernels for the {platform} platform: {reason}"
     if native is True and native_class is None:
-        raise BackmapError(f"the native MappingRestraintForce is not available: {plugins.native_plugin_error()}")
+        raise BackmapError(f"the native MappingRestraintForce is not available: {reason}")
     if native is None and native_class is None:
         warnings.warn(
             "openmm-backmap's native MappingRestraintForce is not available "
-            f"({plugins.native_plugin_error()}); using the slower CustomCentroidBondForce fallback",
+            f"({reason}); using the slower CustomCentroidBondForce fallback",
             NativePluginWarning,
             stacklevel=2,
         )

@@ -11,8 +11,10 @@ extern "C" OPENMM_EXPORT void registerPlatforms() {
 }
 
 // The CPU platform derives from the Reference platform and keeps positions and forces in the
-// same PlatformData, so the Reference kernel serves both.
-extern "C" OPENMM_EXPORT void registerKernelFactories() {
+// same PlatformData, so the Reference kernel serves both. The work of both entry points below,
+// static so that a program linking several of these kernel libraries (the C++ tests) cannot
+// interpose another library's registerKernelFactories.
+static void registerFactories() {
     for (int i = 0; i < Platform::getNumPlatforms(); i++) {
         Platform& platform = Platform::getPlatform(i);
         if (platform.getName() == "Reference" || platform.getName() == "CPU" || dynamic_cast<ReferencePlatform*>(&platform) != NULL)
@@ -20,8 +22,12 @@ extern "C" OPENMM_EXPORT void registerKernelFactories() {
     }
 }
 
+extern "C" OPENMM_EXPORT void registerKernelFactories() {
+    registerFactories();
+}
+
 extern "C" OPENMM_EXPORT void registerBackmapReferenceKernelFactories() {
-    registerKernelFactories();
+    registerFactories();
 }
 
 KernelImpl* ReferenceMappingRestraintKernelFactory::createKernelImpl(std::string name, const Platform& platform, ContextImpl& context) const {

@@ -1,0 +1,138 @@
+#include "CommonMappingRestraintKernels.h"
+#include "MappingRestraintKernelSources.h"
+#include "openmm/OpenMMException.h"
+#include "openmm/common/CommonKernelUtilities.h"
+#include "openmm/common/ComputeForceInfo.h"
+#include "openmm/common/ComputeVectorTypes.h"
+#include "openmm/common/ContextSelector.h"
+#include <map>
+#include <set>
+#include <sstream>
+
+using namespace BackmapPlugin;
+using namespace OpenMM;
+using namespace std;
+
+/**
+ * Tells the context which atoms must stay where they are when it reorders molecules: every atom
+ * of a group is restrained to its own target, so no two are interchangeable (two identical
+ * lipids restrained to different beads must not swap), and each group is kept in one piece.
+ */
+class CommonCalcMappingRestraintForceKernel::ForceInfo : public ComputeForceInfo {
+public:
+    ForceInfo(const MappingRestraintForce& force) : force(force) {
+        updateRestrainedAtoms();
+    }
+    void updateRestrainedAtoms() {
+        restrained.clear();
+        vector<int> groupAtoms;
+        vector<double> weights;
+        double k, r0;
+        for (int g = 0; g < force.getNumGroups(); g++) {
+            force.getGroupParameters(g, groupAtoms, weights, k, r0);
+            restrained.insert(groupAtoms.begin(), groupAtoms.end());
+        }
+    }
+    bool areParticlesIdentical(int particle1, int particle2) {
+        return particle1 == particle2 || (restrained.count(particle1) == 0 && restrained.count(particle2) == 0);
+    }
+    int getNumParticleGroups() {
+        return force.getNumGroups();
+    }
+    void getParticlesInGroup(int index, vector<int>& particles) {
+        vector<double> weights;
+        double k, r0;
+        force.getGroupParameters(index, particles, weights, k, r0);
+    }
+    bool areGroupsIdentical(int group1, int group2) {
+        return group1 == group2;
+    }
+private:
+    const MappingRestraintForce& force;
+    set<int> restrained;
+};
+
+void CommonCalcMappingRestraintForceKernel::initialize(const System& system, const MappingRestraintForce& force) {
+    ContextSelector selector(cc);
+    numGroups = force.getNumGroups();
+    if (numGroups == 0)
+        return;
+    int elementSize = (cc.getUseDoublePrecision() ? sizeof(double) : sizeof(float));
+    offsets.initialize<int>(cc, numGroups+1, "mappingRestraintOffsets");
+    atoms.initialize<int>(cc, 1, "mappingRestraintAtoms");
+    weights.initialize(cc, 1, elementSize, "mappingRestraintWeights");
+    targets.initialize(cc, numGroups, 4*elementSize, "mappingRestraintTargets");
+    flatBottom.initialize(cc, numGroups, elementSize, "mappingRestraintFlatBottom");
+    uploadParameters(force);
+    info = new ForceInfo(force);
+    cc.addForce(info);
+
+    map<string, string> defines;
+    defines["PADDED_NUM_ATOMS"] = cc.intToString(cc.getPaddedNumAtoms());
+    if (force.usesPeriodicBoundaryConditions())
+        defines["USE_PERIODIC"] = "1";
+    ComputeProgram program = cc.compileProgram(MappingRestraintKernelSources::mappingRestraint, defines);
+    kernel = program->createKernel("computeMappingRestraint");
+    kernel->addArg(numGroups);
+    kernel->addArg(cc.getPosq());
+    kernel->addArg(offsets);
+    kernel->addArg(atoms);
+    kernel->addArg(weights);
+    kernel->addArg(targets);
+    kernel->addArg(flatBottom);
+    kernel->addArg(cc.getLongForceBuffer());
+    for (int i = 0; i < 6; i++)
+        kernel->addArg(); // the energy buffer and the periodic box, set before each execution
+}
+
+bool CommonCalcMappingRestraintForceKernel::uploadParameters(const MappingRestraintForce& force) {
+    vector<int> newOffsets, newAtoms;
+    vector<double> newWeights, k, r0;
+    force.getFlattenedGroups(newOffsets, newAtoms, newWeights, k, r0);
+    bool membershipChanged = (newOffsets != hostOffsets || newAtoms != hostAtoms);
+    if (membershipChanged) {
+        if (atoms.getSize() != newAtoms.size()) {
+            atoms.resize(newAtoms.size());
+            weights.resize(newAtoms.size());
+        }
+        offsets.upload(newOffsets);
+        atoms.upload(newAtoms);
+        hostOffsets.swap(newOffsets);
+        hostAtoms.swap(newAtoms);
+    }
+    weights.upload(newWeights, true);
+    const vector<double> flatTargets = force.getTargets();
+    vector<mm_double4> targetsAndK(numGroups);
+    for (int g = 0; g < numGroups; g++)
+        targetsAndK[g] = mm_double4(flatTargets[3*g], flatTargets[3*g+1], flatTargets[3*g+2], k[g]);
+    targets.upload(targetsAndK, true);
+    flatBottom.upload(r0, true);
+    return membershipChanged;
+}
+
+double CommonCalcMappingRestraintForceKernel::execute(ContextImpl& context, bool includeForces, bool includeEnergy) {
+    if (numGroups == 0)
+        return 0.0;
+    ContextSelector selector(cc);
+    kernel->setArg(8, cc.getEnergyBuffer());
+    setPeriodicBoxArgs(cc, kernel, 9);
+    kernel->execute(numGroups);
+    return 0.0; // the energy is in the context's energy buffer
+}
+
+void CommonCalcMappingRestraintForceKernel::copyParametersToContext(ContextImpl& context, const MappingRestraintForce& force) {
+    if (force.getNumGroups() != numGroups) {
+        stringstream msg;
+        msg << "MappingRestraintForce.updateParametersInContext: the number of groups changed from " << numGroups
+            << " to " << force.getNumGroups() << "; groups cannot be added or removed in a Context (create a new one)";
+        throw OpenMMException(msg.str());
+    }
+    if (numGroups == 0)
+        return;
+    ContextSelector selector(cc);
+    if (uploadParameters(force)) {
+        // Which atoms may be swapped in a reordering depends on the groups.
+        info->updateRestrainedAtoms();
+        cc.invalidateMolecules(info);
+    }
+}
