@@ -264,3 +264,28 @@ def test_shipped_models_on_held_out_frames(ala2, scheme):
     assert structural.chirality_errors(out, reference, features)["total"] == 0
     assert structural.cis_peptides(out, features)["total"] == 0
     assert np.sqrt(((backmapper.mapping.map(out) - np.concatenate([cg, cg])) ** 2).sum(-1).mean(-1)).mean() < 0.02  # nm
+
+
+def test_peptide_bonds_keep_their_trans_plane(trained, ala2):
+    """Planted defect: a generator whose torsions are uniform on the circle (its last layer zeroed but
+    for a fixed direction, which the noise angle turns) would make half the peptide bonds cis; the two
+    omega rows of `residue_com` (ACE's CH3 and NME's C, each placed by the omega torsion itself) keep
+    the reference's trans plane, so none is. With the sides left free the same generator makes them."""
+    mapping, _, result = trained["residue_com"]
+    topology, xyz = ala2
+    module = copy.deepcopy(result.module)
+    atoms = list(topology.atoms())
+    environment = build_environment(mapping, ForceFieldPrior(reference_system(topology)), xyz[:300])
+    kept = np.flatnonzero(environment.amide_side)
+    assert {f"{atoms[environment.zmatrix.rows[k, 0]].residue.name}:{atoms[environment.zmatrix.rows[k, 0]].name}"
+            for k in kept} == {"ACE:CH3", "NME:C"}
+    assert (environment.amide_side[kept] == -1).all()  # cos(omega) < 0: trans
+    last = list(module.generator.children())[-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.copy_(torch.tensor([0.0, 0.0, 1.0, 0.0]))
+    cg = torch.tensor(mapping.map(xyz[:200]))
+    features = TopologyFeatures.from_topology(topology)
+    assert structural.cis_peptides(module(cg, None, 3).numpy(), features)["total"] == 0
+    module.amide_side.zero_()
+    assert structural.cis_peptides(module(cg, None, 3).numpy(), features)["total"] > 50
