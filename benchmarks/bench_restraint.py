@@ -17,6 +17,12 @@ Results are printed and saved as JSON.
 Usage::
 
     .venv/bin/python benchmarks/bench_restraint.py [--repeats 15] [--platforms CPU Reference] [--out benchmarks/results/restraint.json]
+
+``--platforms OpenCL`` (or ``CUDA``) times the native GPU kernels where they were built
+(``openmmbackmap.plugins.native_kernel_platforms()``); with pocl, an OpenCL driver for the CPU,
+that measures the kernels' work on the CPU, not a GPU's speed::
+
+    .venv/bin/python benchmarks/bench_restraint.py --platforms OpenCL --out benchmarks/results/restraint_opencl_pocl.json
 """
 
 from __future__ import annotations

@@ -143,7 +143,8 @@ def native_kernel_platforms() -> tuple[str, ...]:
     """The platforms the native ``MappingRestraintForce`` has kernels for in this process.
 
     Reference and CPU whenever the plugin loaded; OpenCL and CUDA where their kernels were
-    built, their libraries loaded and OpenMM has the platform (a driver and a device).
+    built, their libraries loaded and OpenMM has the platform (it loaded a driver library; whether
+    a device is present shows when a Context is made).
     """
     load_plugins()
     return tuple(name for name, reason in _native_platforms.items() if reason is None)
