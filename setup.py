@@ -9,7 +9,7 @@ folder and copies that into the package as openmmbackmap/_plugin/:
     _plugin/libOpenMMBackmap.so, _plugin/mappingrestraint.py, _plugin/_mappingrestraint*.so
     _plugin/plugins/libOpenMMBackmapReference.so   (loaded by openmmbackmap.plugins)
     _plugin/plugins/libOpenMMBackmapOpenCL.so      (when the OpenCL headers are installed)
-    _plugin/plugins/libOpenMMBackmapCUDA.so        (with openmm[cuda12] and the CUDA headers)
+    _plugin/plugins/libOpenMMBackmapCUDA.so        (with openmm[cuda12], installed first, and cuda.h)
 
 An editable install writes _plugin/ into the source tree (python/openmmbackmap/_plugin/,
 git-ignored); a regular install into the wheel. The CMake build folder stays in build/plugin/
@@ -31,6 +31,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 from setuptools import Command, setup
@@ -132,6 +133,9 @@ class build_plugin(Command):  # noqa: N801  (setuptools command names are lower 
             f"-DPython3_EXECUTABLE={sys.executable}",
             f"-DSWIG_EXECUTABLE={swig}",
             f"-DCMAKE_INSTALL_PREFIX={staging}",
+            # The openmm of the environment installed into (same pinned version as the build
+            # environment's): its plugin folder holds the CUDA platform after `pip install openmm[cuda12]`.
+            f"-DBACKMAP_RUNTIME_OPENMM_PLUGIN_DIR={Path(sysconfig.get_paths()['purelib']) / 'OpenMM.libs' / 'lib' / 'plugins'}",
             *shlex.split(os.environ.get("BACKMAP_CMAKE_ARGS", "")),
         ]
         log_path = CMAKE_BUILD_DIR / "build.log"

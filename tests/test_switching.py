@@ -22,6 +22,7 @@ import openmm
 import openmm.app as app
 import pytest
 import yaml
+from test_plugin import PLATFORMS as RESTRAINT_PLATFORMS
 
 from openmmbackmap import io, plugins
 from openmmbackmap.cgforce import bundled_model, create_cg_system
@@ -105,7 +106,7 @@ def test_relaxation_holds_beads_and_reports_energies_without_the_restraint(ala2_
     assert np.abs(mapping.map(shifted.positions) - targets - [0.05, 0, 0]).max() < 0.02
 
 
-@pytest.mark.skipif("OpenCL" not in plugins.native_kernel_platforms(), reason="no native OpenCL kernels or driver here")
+@pytest.mark.skipif("OpenCL" not in RESTRAINT_PLATFORMS, reason="no native OpenCL kernels, driver or device here")
 def test_relaxation_on_opencl_uses_the_native_gpu_kernels(ala2_start):
     """A relaxation on a GPU platform picks the native force when its kernels are built (CI: OpenCL
     on pocl, an OpenCL driver for the CPU), and they give the CPU kernels' energy. Not minimised

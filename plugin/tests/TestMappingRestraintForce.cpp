@@ -342,6 +342,35 @@ static void testBadInput(const TestPlatform& p) {
     VerletIntegrator integrator(0.001);
     expectThrow([&] { Context context(system, integrator, *p.platform, p.properties); },
                 "group 1: atom index 2 is out of range (the System has 2 particles)");
+
+    // A periodic System (another force with a periodic cutoff) and a restraint without PBC.
+    restraint->setGroupParameters(1, {1}, {}, 1.0);
+    system.setDefaultPeriodicBoxVectors(Vec3(3, 0, 0), Vec3(0, 3, 0), Vec3(0, 0, 3));
+    CustomNonbondedForce* nonbonded = new CustomNonbondedForce("0");
+    nonbonded->setNonbondedMethod(CustomNonbondedForce::CutoffPeriodic);
+    nonbonded->setCutoffDistance(1.0);
+    nonbonded->addParticle();
+    nonbonded->addParticle();
+    system.addForce(nonbonded);
+    expectThrow([&] { Context context(system, integrator, *p.platform, p.properties); },
+                "the System uses periodic boundary conditions but this force does not");
+    restraint->setUsesPeriodicBoundaryConditions(true);
+    Context context(system, integrator, *p.platform, p.properties);
+}
+
+// Whether a platform can make a Context at all: a driver can be installed without a device.
+static bool hasDevice(Platform& platform) {
+    try {
+        System system;
+        system.addParticle(1.0);
+        system.addParticle(1.0);
+        VerletIntegrator integrator(0.001);
+        Context context(system, integrator, platform);
+        return true;
+    }
+    catch (const exception& e) {
+        return false;
+    }
 }
 
 int main(int argc, char* argv[]) {
@@ -373,6 +402,10 @@ int main(int argc, char* argv[]) {
         for (const string& name : gpuPlatforms) {
             if (!available[name]) {
                 cout << name << " platform not found (no driver?); not tested" << endl;
+                continue;
+            }
+            if (!hasDevice(Platform::getPlatformByName(name))) {
+                cout << name << " platform has no usable device; not tested" << endl;
                 continue;
             }
             // Single precision to the accuracy floats allow; double to that of the Reference platform.

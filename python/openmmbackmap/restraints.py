@@ -234,7 +234,9 @@ def mapping_restraint_force(
     targets
         Targets, shape (n_groups, 3) in nm; None leaves them at the origin.
     periodic
-        Whether centroids and centroid-target vectors use periodic boundary conditions.
+        Whether centroids and centroid-target vectors use periodic boundary conditions. Must be
+        True in a periodic System: the native force refuses otherwise (GPU platforms wrap
+        molecules into the box, so absolute centroids are not defined there).
     native
         None: native if available, else the fallback with a :class:`NativePluginWarning`;
         True: native or a BackmapError; False: always the fallback.

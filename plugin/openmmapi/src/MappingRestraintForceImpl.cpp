@@ -29,6 +29,12 @@ void MappingRestraintForceImpl::checkAtomsInRange(const MappingRestraintForce& f
 void MappingRestraintForceImpl::initialize(ContextImpl& context) {
     const System& system = context.getSystem();
     checkAtomsInRange(owner, system.getNumParticles());
+    // In a periodic System the GPU platforms wrap each molecule into the box when they reorder
+    // atoms, so centroids in absolute coordinates would jump by a box vector there; refuse on
+    // every platform, so that a script behaves the same on CPU and GPU.
+    if (system.usesPeriodicBoundaryConditions() && !owner.usesPeriodicBoundaryConditions())
+        throw OpenMMException("MappingRestraintForce: the System uses periodic boundary conditions but this force does not; "
+                              "call setUsesPeriodicBoundaryConditions(true) (centroids and targets are then taken as minimum images)");
     kernel = context.getPlatform().createKernel(CalcMappingRestraintForceKernel::Name(), context);
     kernel.getAs<CalcMappingRestraintForceKernel>().initialize(system, owner);
 }

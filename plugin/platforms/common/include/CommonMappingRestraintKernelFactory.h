@@ -9,6 +9,14 @@
 #include <exception>
 #include <string>
 
+// The GPU kernel libraries are built with hidden visibility (both would otherwise export the
+// same common classes and kernel source string); only their OpenMM entry points are exported.
+#if defined(_MSC_VER)
+    #define BACKMAP_KERNEL_ENTRY_POINT extern "C" __declspec(dllexport)
+#else
+    #define BACKMAP_KERNEL_ENTRY_POINT extern "C" __attribute__((visibility("default")))
+#endif
+
 namespace BackmapPlugin {
 
 /**

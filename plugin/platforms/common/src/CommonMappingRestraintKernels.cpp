@@ -17,38 +17,34 @@ using namespace std;
  * Tells the context which atoms must stay where they are when it reorders molecules: every atom
  * of a group is restrained to its own target, so no two are interchangeable (two identical
  * lipids restrained to different beads must not swap), and each group is kept in one piece.
+ * It answers from the groups as uploaded to the device (the kernel's host copies), not from the
+ * Force, which may have been edited since. Restrained molecules are therefore never reordered: a
+ * restraint on every solvent molecule gives up the spatial sorting that speeds up nonbonded
+ * forces.
  */
 class CommonCalcMappingRestraintForceKernel::ForceInfo : public ComputeForceInfo {
 public:
-    ForceInfo(const MappingRestraintForce& force) : force(force) {
+    ForceInfo(const vector<int>& offsets, const vector<int>& atoms) : offsets(offsets), atoms(atoms) {
         updateRestrainedAtoms();
     }
     void updateRestrainedAtoms() {
-        restrained.clear();
-        vector<int> groupAtoms;
-        vector<double> weights;
-        double k, r0;
-        for (int g = 0; g < force.getNumGroups(); g++) {
-            force.getGroupParameters(g, groupAtoms, weights, k, r0);
-            restrained.insert(groupAtoms.begin(), groupAtoms.end());
-        }
+        restrained = set<int>(atoms.begin(), atoms.end());
     }
     bool areParticlesIdentical(int particle1, int particle2) {
         return particle1 == particle2 || (restrained.count(particle1) == 0 && restrained.count(particle2) == 0);
     }
     int getNumParticleGroups() {
-        return force.getNumGroups();
+        return offsets.size()-1;
     }
     void getParticlesInGroup(int index, vector<int>& particles) {
-        vector<double> weights;
-        double k, r0;
-        force.getGroupParameters(index, particles, weights, k, r0);
+        particles.assign(atoms.begin()+offsets[index], atoms.begin()+offsets[index+1]);
     }
     bool areGroupsIdentical(int group1, int group2) {
         return group1 == group2;
     }
 private:
-    const MappingRestraintForce& force;
+    const vector<int>& offsets;
+    const vector<int>& atoms;
     set<int> restrained;
 };
 
@@ -64,7 +60,7 @@ void CommonCalcMappingRestraintForceKernel::initialize(const System& system, con
     targets.initialize(cc, numGroups, 4*elementSize, "mappingRestraintTargets");
     flatBottom.initialize(cc, numGroups, elementSize, "mappingRestraintFlatBottom");
     uploadParameters(force);
-    info = new ForceInfo(force);
+    info = new ForceInfo(hostOffsets, hostAtoms);
     cc.addForce(info);
 
     map<string, string> defines;

@@ -3,18 +3,17 @@
 #include "CommonMappingRestraintKernelFactory.h"
 #include "openmm/cuda/CudaContext.h"
 #include "openmm/cuda/CudaPlatform.h"
-#include "openmm/internal/windowsExport.h"
 
 using namespace BackmapPlugin;
 using namespace OpenMM;
 
-extern "C" OPENMM_EXPORT void registerPlatforms() {
+BACKMAP_KERNEL_ENTRY_POINT void registerPlatforms() {
 }
 
-extern "C" OPENMM_EXPORT void registerKernelFactories() {
+BACKMAP_KERNEL_ENTRY_POINT void registerKernelFactories() {
     registerCommonMappingRestraintKernelFactory<CudaPlatform::PlatformData>("CUDA");
 }
 
-extern "C" OPENMM_EXPORT void registerBackmapCudaKernelFactories() {
+BACKMAP_KERNEL_ENTRY_POINT void registerBackmapCudaKernelFactories() {
     registerCommonMappingRestraintKernelFactory<CudaPlatform::PlatformData>("CUDA");
 }
