@@ -269,8 +269,9 @@ def test_shipped_models_on_held_out_frames(ala2, scheme):
 def test_peptide_bonds_keep_their_trans_plane(trained, ala2):
     """Planted defect: a generator whose torsions are uniform on the circle (its last layer zeroed but
     for a fixed direction, which the noise angle turns) would make half the peptide bonds cis; the two
-    omega rows of `residue_com` (ACE's CH3 and NME's C, each placed by the omega torsion itself) keep
-    the reference's trans plane, so none is. With the sides left free the same generator makes them."""
+    rows of `residue_com` that complete an omega (ACE's CH3 and NME's C, each placed by the omega
+    torsion itself) keep the reference's trans state, so none is. With the states left free the same
+    generator makes them."""
     mapping, _, result = trained["residue_com"]
     topology, xyz = ala2
     module = copy.deepcopy(result.module)

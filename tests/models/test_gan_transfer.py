@@ -154,12 +154,13 @@ def test_rows_that_keep_a_side_are_found_in_the_template(chignolin, chignolin_pr
     assert len(centres) == 11 and {int(rows[k, 1]) for k in guarded} >= set(centres[:, 0].tolist())
     mirrored = build_environment(mapping, chignolin_prior, None, template=positions * np.array([1.0, 1.0, -1.0]))
     np.testing.assert_array_equal(mirrored.chirality, -environment.chirality)
-    # Peptide bonds: the row placing N(i+1) from CA(i+1), C(i), CA(i) holds the trans plane, for every
-    # bond but Asp3-Pro4 (a proline may be cis) and Gly7-Thr8 (Thr8's N is placed from its own C);
-    # cis and trans are their own mirror images.
+    # Peptide bonds: the row placing N(i+1) between CA(i+1) and C(i) completes the omega and holds it
+    # trans (cos < 0), for every bond but Asp3-Pro4 (a proline may be cis); cis and trans are their
+    # own mirror images.
     amide = np.flatnonzero(environment.amide_side)
     assert [f"{atoms[rows[k, 0]].residue.name}:{atoms[rows[k, 0]].name}" for k in amide] == [
-        "TYR:N", "ASP:N", "GLU:N", "THR:N", "GLY:N", "TRP:N", "TYR:N"]
+        "TYR:N", "ASP:N", "GLU:N", "THR:N", "GLY:N", "THR:N", "TRP:N", "TYR:N"]
+    assert (environment.amide_side[amide] == -1).all()
     np.testing.assert_array_equal(mirrored.amide_side, environment.amide_side)
 
 

@@ -41,11 +41,12 @@ that is a training option (0: the ablation).
   off it. A generator left to learn handedness got it
   right on the molecules it was trained on, but not on one it never saw (transferred from
   peptides to chignolin, a third of the threonine CB centres came out inverted). Likewise
-  the cis/trans state of each non-proline peptide bond: a row whose four atoms are those of
-  the bond's omega (``CA-C-N-CA``, as the benchmark counts cis peptides) and whose torsion is
-  near planar in the reference keeps the reference's side of 90 degrees
-  (:attr:`Environment.amide_side`); a torsion generated on the other side is turned by 180
-  degrees about ``a-b``, which keeps its bond length and angle. A learnt trans state failed
+  the cis/trans state of each non-proline peptide bond: the row whose atom completes the bond's
+  omega (``CA-C-N-CA``, as the benchmark counts cis peptides; ``x``, ``a`` and ``b`` among its
+  atoms, the fourth placed before) keeps the reference's sign of cos(omega)
+  (:attr:`Environment.amide_side`); an atom that gives the other sign is turned by 180 degrees
+  about ``a-b``, which keeps its bond length and angle and moves the four atoms' plane to the
+  other state. A learnt trans state failed
   rarely but did fail (alanine dipeptide ``residue_com``: 5 cis in 10,000 frames; transferred
   to chignolin: up to 50 in 3,000).
 - **Environment** (:class:`Environment`): a fixed, topology-derived list of slots per atom:
@@ -332,11 +333,11 @@ class Environment:
         ``det[s1 - a, s2 - a, x - a]`` in the reference structures, for a row that sets a
         handedness (a chiral improper, or the last substituent of a chiral centre ``a``; 0 for
         every other row), and (rows, 2) the slots of ``s1`` and ``s2`` (:func:`_chirality`).
-    amide_side
-        (rows,) for a row whose atoms ``x, a, b, c`` are the four atoms of a non-proline
-        peptide bond's omega: the sign of the reference's mean cosine of the torsion
-        ``x-a-b-c`` (-1 for the trans peptide of an omega row itself), which generated torsions
-        keep; 0 for every other row (:func:`_amide_sides`).
+    amide_side, amide_slots
+        (rows,) for the row that completes a non-proline peptide bond's omega: the sign of the
+        reference's mean cos(omega) (-1: trans), which generated atoms keep; 0 for every other
+        row. (rows, 4) where the omega's four atoms are, in order: -1 for the row's own ``x``,
+        else the slot (:func:`_amide_sides`).
     """
 
     zmatrix: ZMatrix
@@ -353,6 +354,7 @@ class Environment:
     chirality: np.ndarray
     chiral_slots: np.ndarray
     amide_side: np.ndarray
+    amide_slots: np.ndarray
 
     @property
     def n_slot_features(self) -> int:
@@ -518,34 +520,41 @@ def build_environment(
         if angle is not None:
             theta_spread[k] = min(theta_spread[k], ANGLE_SPREAD)
     chirality, chiral_slots = _chirality(topology, zmatrix, slots, extended)
-    amide_side = _amide_sides(topology, zmatrix, extended)
+    amide_side, amide_slots = _amide_sides(topology, zmatrix, slots, extended)
     return Environment(zmatrix, np.asarray(frame_beads, dtype=np.int64), slots, slot_features, atom_features,
-                       r0, r_spread, theta0, theta_spread, r_scale, theta_scale, chirality, chiral_slots, amide_side)
+                       r0, r_spread, theta0, theta_spread, r_scale, theta_scale, chirality, chiral_slots,
+                       amide_side, amide_slots)
 
 
-def _amide_sides(topology, zmatrix: ZMatrix, reference: np.ndarray) -> np.ndarray:
-    """Per row, the side of 90 degrees its torsion keeps (:attr:`Environment.amide_side`).
+def _amide_sides(topology, zmatrix: ZMatrix, slots: np.ndarray, reference: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Per row, the cis/trans state it keeps and where the omega's atoms are (:attr:`Environment.amide_side`).
 
-    The rows are those whose atoms ``{x, a, b, c}`` are the four atoms of an omega of
-    :class:`~openmmbackmap.bench.structure.TopologyFeatures` (the benchmark's cis-peptide
-    definition) before a residue that may not be cis (not in ``CIS_ALLOWED``): the omega
-    row itself (``x-a-b-c = CA-N-C-CA``) or, with C-alpha beads, the row that places ``N``
-    from the two C-alphas and ``C``. Their torsions are planar in any peptide, so the
-    reference's mean cosine (at least :data:`AMIDE_FROM_PERPENDICULAR` from 0) says which
-    plane, cis or trans, it is in.
+    The omegas are those of :class:`~openmmbackmap.bench.structure.TopologyFeatures` (the
+    benchmark's cis-peptide definition) before a residue that may not be cis (not in
+    ``CIS_ALLOWED``). A row keeps one when ``x``, ``a`` and ``b`` are three of its atoms and the
+    fourth is among the row's slots (placed before): then ``x`` completes the omega, and a half
+    turn about ``a-b`` takes it to the other state (the omega row itself, ``CA-N-C-CA``; with
+    C-alpha beads, ``N`` placed between the two C-alphas and ``C``). The state is the sign of the
+    reference frames' mean cos(omega), kept when at least :data:`AMIDE_FROM_PERPENDICULAR` from 0.
     """
     from openmmbackmap.bench.structure import CIS_ALLOWED, TopologyFeatures
 
     features = TopologyFeatures.from_topology(topology)
-    quadruples = {frozenset(omega) for omega, name in zip(features.omegas.tolist(), features.omega_residues)
-                  if name not in CIS_ALLOWED}
-    side = np.zeros(len(zmatrix.rows))
-    candidates = [k for k, row in enumerate(zmatrix.rows.tolist()) if frozenset(row) in quadruples]
-    if candidates:
-        rows = zmatrix.rows[candidates]
-        cosine = np.cos(geometry.dihedrals(reference, rows).astype(np.float64)).mean(axis=0)
-        side[candidates] = np.where(np.abs(cosine) >= AMIDE_FROM_PERPENDICULAR, np.sign(cosine), 0.0)
-    return side
+    omegas = [omega for omega, name in zip(features.omegas.tolist(), features.omega_residues) if name not in CIS_ALLOWED]
+    rows = zmatrix.rows
+    side = np.zeros(len(rows))
+    where = np.zeros((len(rows), 4), dtype=np.int64)
+    for omega in omegas:
+        cosine = float(np.cos(geometry.dihedrals(reference, np.array([omega])).astype(np.float64)).mean())
+        if abs(cosine) < AMIDE_FROM_PERPENDICULAR:
+            continue
+        for k, (x, a, b, _) in enumerate(rows.tolist()):
+            rest = [atom for atom in omega if atom not in (x, a, b)]
+            if len(rest) == 1 and rest[0] in slots[k]:
+                side[k] = np.sign(cosine)
+                where[k] = [-1 if atom == x else int(np.flatnonzero(slots[k] == atom)[0]) for atom in omega]
+                break
+    return side, where
 
 
 def _chirality(topology, zmatrix: ZMatrix, slots: np.ndarray, reference: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
@@ -723,6 +732,7 @@ class GANBackmapper(ZMatrixModule):
         buffer("chirality", environment.chirality[by_level])
         buffer("chiral_slots", environment.chiral_slots[by_level], torch.long)
         buffer("amide_side", environment.amide_side[by_level])
+        buffer("amide_slots", environment.amide_slots[by_level], torch.long)
         inputs = self.n_slots * (3 + environment.n_slot_features) + environment.atom_features.shape[1]
         # Gaussian noise plus one angle, fed as its cosine and sine (see generate).
         self.generator = _mlp(inputs + self.noise + 2, hidden, 4)
@@ -808,11 +818,13 @@ class GANBackmapper(ZMatrixModule):
         in_plane = u - height * normal
         scale = torch.sqrt((length * length - kept * kept).clamp_min(0.0)) / torch.linalg.vector_norm(in_plane, dim=-1, keepdim=True).clamp_min(1e-9)
         u = torch.where(side != 0, in_plane * scale + kept * normal, u)
-        # Peptide bonds keep their reference plane: c lies along +e2 of the frame, so the
-        # torsion's cosine has the sign of u's e2 component, and a half turn about e1 (a-b)
-        # moves a torsion to the other side of 90 degrees.
-        amide = self.amide_side[start:stop].view(1, -1)
-        flip = (amide * u[..., 1] < 0).unsqueeze(-1)
+        # Peptide bonds keep their reference state: cos(omega) from the four atoms (x generated,
+        # the others in their slots) with the reference's sign, else a half turn of x about e1 (a-b).
+        where = self.amide_slots[start:stop].view(1, stop - start, 4, 1).expand(u.size(0), -1, -1, 3)
+        quad = torch.where(where < 0, u.unsqueeze(2).expand(-1, -1, 4, -1), torch.gather(local, 2, where.clamp_min(0)))
+        b0, b1, b2 = quad[:, :, 1] - quad[:, :, 0], quad[:, :, 2] - quad[:, :, 1], quad[:, :, 3] - quad[:, :, 2]
+        cosine = (torch.linalg.cross(b0, b1) * torch.linalg.cross(b1, b2)).sum(-1)
+        flip = (self.amide_side[start:stop].view(1, -1) * cosine < 0).unsqueeze(-1)
         return torch.where(flip, u * torch.tensor([1.0, -1.0, -1.0], dtype=u.dtype), u)
 
     # -------------------------------------------------------------- the contract
