@@ -46,9 +46,8 @@ that is a training option (0: the ablation).
   atoms, the fourth placed before) keeps the reference's sign of cos(omega)
   (:attr:`Environment.amide_side`); an atom that gives the other sign is turned by 180 degrees
   about ``a-b``, which keeps its bond length and angle and moves the four atoms' plane to the
-  other state. A learnt trans state failed
-  rarely but did fail (alanine dipeptide ``residue_com``: 5 cis in 10,000 frames; transferred
-  to chignolin: up to 50 in 3,000).
+  other state. A learnt trans state failed rarely but did fail (alanine dipeptide
+  ``residue_com``: 5 cis in 10,000 frames; transferred to chignolin: up to 50 in 3,000).
 - **Environment** (:class:`Environment`): a fixed, topology-derived list of slots per atom:
   the references ``a, b, c`` and the nearest atoms placed at earlier levels (along bonds),
   and the nearest beads. Each slot is its position in the local frame plus chemistry that
@@ -126,8 +125,8 @@ MIN_ANGLE_SCALE = 5e-3
 CHIRAL_FROM_PLANAR = math.radians(20.0)
 #: How close (radians, seen from a) a generated atom that keeps a side may come to its plane.
 CHIRAL_MARGIN = math.radians(15.0)
-#: A peptide-bond row's torsion is held on its reference side of 90 degrees when the mean of its
-#: cosine over the reference frames is at least this far from 0 (cis or trans, not between).
+#: A peptide bond's cis/trans state is held when the reference frames' mean cos(omega) is at
+#: least this far from 0 (clearly cis or trans, not between).
 AMIDE_FROM_PERPENDICULAR = 0.5
 #: Where the reference geometry of a ``gan`` comes from (``build_environment``).
 GEOMETRY_SOURCES = ("data", "forcefield")
