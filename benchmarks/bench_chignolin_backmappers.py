@@ -3,7 +3,9 @@
 For each model and segment: ``--samples`` samples of every frame (the `cvae` runs along the
 trajectory, that many replicas), best-of-N and mean heavy-atom RMSD to the true frames
 (:func:`openmmbackmap.bench.accuracy.best_of_n_rmsd`), bond score, chirality errors and
-non-proline cis peptides over all samples, and the folded fraction of the reference and of
+non-proline cis peptides over all samples, clashes of the raw output against the reference's
+(:func:`~openmmbackmap.bench.structural.severe_clash_percentage`, ``clashscore``; before the
+restrained relaxation that switching runs after each backmap), and the folded fraction of the reference and of
 the backmapped frames (all samples) by two definitions: C-alpha RMSD <= 0.2 nm (equal by
 construction for the `ca` mapping) and native heavy-atom contacts Q > 0.7
 (:mod:`openmmbackmap.bench.folding`, equivalent ring and carboxylate atoms named either way); the
@@ -12,8 +14,8 @@ coherence, the mean over the samples (for `ic` every frame is independent; `cvae
 trajectory; beside it the `cvae`'s first-frame path on every frame).
 Speed: latency at batch 1 and frames/s at batch 1,024 of each TorchScript module
 (``bench_ic.bench_model``; the `cvae` on its first-frame path), ``--threads`` torch threads.
-The shipped `ic` model was trained on segments 0, 1, 3, 4, 5, the `cvae` on the 300 K segments 0
-and 4, the `gan` on 0-1; all are tested on segment 2 (their metadata), the 300 K segments 6 and 8
+The shipped `ic` model was trained on segments 0, 1, 3, 4, 5, the `cvae` and the `gan` on the
+300 K segments 0 and 4; all are tested on segment 2 (their metadata), the 300 K segments 6 and 8
 are held out from all.
 For scale, ``jsd_reference_halves`` is the JSD of the segment's two halves against each other.
 
@@ -78,6 +80,11 @@ def main() -> None:
                 "bond_score": structural.bond_score(pooled, reference, features),
                 "chirality_errors": structural.chirality_errors(pooled, native, features)["total"],
                 "cis_peptides": structural.cis_peptides(pooled, features)["total"],
+                # Raw model output, before the restrained relaxation that switching runs after it.
+                "severe_clash_percent": {"reference": structural.severe_clash_percentage(reference, features),
+                                         "backmapped": structural.severe_clash_percentage(pooled, features)},
+                "clashscore": {"reference": structural.clashscore(reference, features),
+                               "backmapped": structural.clashscore(pooled, features)},
                 "backmapped_frames": int(len(pooled)),
                 "folded_ca_rmsd": {"reference": folding.folded_fraction(reference, topology, native),
                                    "backmapped": folding.folded_fraction(pooled, topology, native)},
