@@ -250,6 +250,7 @@ static void testUpdateParametersInContext(const TestPlatform& p) {
     }
 }
 
+
 static void testIdenticalMoleculesKeepTheirTargets(const TestPlatform& p) {
     // Identical two-atom molecules in a periodic box with a cutoff: GPU platforms reorder such
     // molecules by position, which must not hand one molecule's target to another.
@@ -315,6 +316,21 @@ static void expectThrow(const function<void()>& f, const string& fragment) {
         return;
     }
     throw runtime_error("expected an exception mentioning \""+fragment+"\"");
+}
+
+static void testFixedInContext(const TestPlatform& p) {
+    // The periodic setting is compiled into the GPU kernels: changing it needs a new Context, on
+    // every platform alike.
+    System system;
+    system.addParticle(1.0);
+    system.addParticle(1.0);
+    MappingRestraintForce* force = new MappingRestraintForce();
+    force->addGroup({0, 1}, {}, 10.0);
+    system.addForce(force);
+    VerletIntegrator integrator(0.001);
+    Context context(system, integrator, *p.platform, p.properties);
+    force->setUsesPeriodicBoundaryConditions(true);
+    expectThrow([&] { force->updateParametersInContext(context); }, "setUsesPeriodicBoundaryConditions() cannot change");
 }
 
 static void testBadInput(const TestPlatform& p) {
@@ -421,6 +437,7 @@ int main(int argc, char* argv[]) {
                 testFlatBottom(p);
                 testUpdateParametersInContext(p);
                 testIdenticalMoleculesKeepTheirTargets(p);
+                testFixedInContext(p);
                 testBadInput(p);
             }
             catch (const exception& e) {

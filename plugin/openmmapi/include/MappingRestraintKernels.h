@@ -27,7 +27,10 @@ public:
     virtual void initialize(const OpenMM::System& system, const MappingRestraintForce& force) = 0;
     /** Add this force's contribution to the forces; return its energy. */
     virtual double execute(OpenMM::ContextImpl& context, bool includeForces, bool includeEnergy) = 0;
-    /** Copy changed parameters (targets, k, r0, weights) into the kernel. */
+    /**
+     * Copy changed parameters (targets, k, r0, weights, group atoms) into the kernel; the number
+     * of groups and the periodic setting are those it was initialised with (the ForceImpl checks).
+     */
     virtual void copyParametersToContext(OpenMM::ContextImpl& context, const MappingRestraintForce& force) = 0;
 };
 

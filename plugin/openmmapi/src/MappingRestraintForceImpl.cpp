@@ -8,7 +8,8 @@ using namespace BackmapPlugin;
 using namespace OpenMM;
 using namespace std;
 
-MappingRestraintForceImpl::MappingRestraintForceImpl(const MappingRestraintForce& owner) : owner(owner) {
+MappingRestraintForceImpl::MappingRestraintForceImpl(const MappingRestraintForce& owner) :
+        owner(owner), numGroups(owner.getNumGroups()), usePeriodic(owner.usesPeriodicBoundaryConditions()) {
 }
 
 MappingRestraintForceImpl::~MappingRestraintForceImpl() {
@@ -35,6 +36,8 @@ void MappingRestraintForceImpl::initialize(ContextImpl& context) {
     if (system.usesPeriodicBoundaryConditions() && !owner.usesPeriodicBoundaryConditions())
         throw OpenMMException("MappingRestraintForce: the System uses periodic boundary conditions but this force does not; "
                               "call setUsesPeriodicBoundaryConditions(true) (centroids and targets are then taken as minimum images)");
+    numGroups = owner.getNumGroups();
+    usePeriodic = owner.usesPeriodicBoundaryConditions();
     kernel = context.getPlatform().createKernel(CalcMappingRestraintForceKernel::Name(), context);
     kernel.getAs<CalcMappingRestraintForceKernel>().initialize(system, owner);
 }
@@ -52,6 +55,17 @@ vector<string> MappingRestraintForceImpl::getKernelNames() {
 }
 
 void MappingRestraintForceImpl::updateParametersInContext(ContextImpl& context) {
+    // Checked here, once for every platform: the kernels size their arrays and compile their
+    // periodic or non-periodic code when the Context is created.
+    if (owner.getNumGroups() != numGroups) {
+        stringstream msg;
+        msg << "MappingRestraintForce.updateParametersInContext: the number of groups changed from " << numGroups
+            << " to " << owner.getNumGroups() << "; groups cannot be added or removed in a Context (create a new one)";
+        throw OpenMMException(msg.str());
+    }
+    if (owner.usesPeriodicBoundaryConditions() != usePeriodic)
+        throw OpenMMException("MappingRestraintForce.updateParametersInContext: setUsesPeriodicBoundaryConditions() cannot "
+                              "change in a Context (create a new one)");
     checkAtomsInRange(owner, context.getSystem().getNumParticles());
     kernel.getAs<CalcMappingRestraintForceKernel>().copyParametersToContext(context, owner);
     context.systemChanged();

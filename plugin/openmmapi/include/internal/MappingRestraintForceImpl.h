@@ -34,6 +34,9 @@ public:
 private:
     const MappingRestraintForce& owner;
     OpenMM::Kernel kernel;
+    // What a Context fixes when it is created; updateParametersInContext refuses to change them.
+    int numGroups;
+    bool usePeriodic;
 };
 
 } // namespace BackmapPlugin

@@ -1,13 +1,11 @@
 #include "CommonMappingRestraintKernels.h"
 #include "MappingRestraintKernelSources.h"
-#include "openmm/OpenMMException.h"
 #include "openmm/common/CommonKernelUtilities.h"
 #include "openmm/common/ComputeForceInfo.h"
 #include "openmm/common/ComputeVectorTypes.h"
 #include "openmm/common/ContextSelector.h"
 #include <map>
 #include <set>
-#include <sstream>
 
 using namespace BackmapPlugin;
 using namespace OpenMM;
@@ -117,12 +115,6 @@ double CommonCalcMappingRestraintForceKernel::execute(ContextImpl& context, bool
 }
 
 void CommonCalcMappingRestraintForceKernel::copyParametersToContext(ContextImpl& context, const MappingRestraintForce& force) {
-    if (force.getNumGroups() != numGroups) {
-        stringstream msg;
-        msg << "MappingRestraintForce.updateParametersInContext: the number of groups changed from " << numGroups
-            << " to " << force.getNumGroups() << "; groups cannot be added or removed in a Context (create a new one)";
-        throw OpenMMException(msg.str());
-    }
     if (numGroups == 0)
         return;
     ContextSelector selector(cc);

@@ -1,9 +1,7 @@
 #include "ReferenceMappingRestraintKernels.h"
-#include "openmm/OpenMMException.h"
 #include "openmm/internal/ContextImpl.h"
 #include "openmm/reference/ReferencePlatform.h"
 #include <cmath>
-#include <sstream>
 
 using namespace BackmapPlugin;
 using namespace OpenMM;
@@ -61,13 +59,6 @@ void ReferenceCalcMappingRestraintForceKernel::copyParameters(const MappingRestr
 }
 
 void ReferenceCalcMappingRestraintForceKernel::copyParametersToContext(ContextImpl& context, const MappingRestraintForce& force) {
-    int numGroups = offsets.size()-1;
-    if (force.getNumGroups() != numGroups) {
-        stringstream msg;
-        msg << "MappingRestraintForce.updateParametersInContext: the number of groups changed from " << numGroups
-            << " to " << force.getNumGroups() << "; groups cannot be added or removed in a Context (create a new one)";
-        throw OpenMMException(msg.str());
-    }
     copyParameters(force);
 }
 
