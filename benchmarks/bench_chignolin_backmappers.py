@@ -58,12 +58,25 @@ def main() -> None:
     args = parser.parse_args()
     topology, native = io.load_topology(io.bundled("chignolin/cln025.pdb"))
     features = TopologyFeatures.from_topology(topology)
+    # Each segment and the metrics of its reference frames once, for every model.
+    references, reference_metrics = {}, {}
+    for segment in args.segments:
+        reference = io.load_trajectory(io.bundled(f"chignolin/reference/cln025_{segment}.xtc"), topology).xyz
+        references[segment] = reference = reference.astype(np.float64)
+        half = len(reference) // 2
+        floor = distributions.internal_coordinate_jsd(reference[:half], reference[half:], features)
+        reference_metrics[segment] = {
+            "severe_clash_percent": structural.severe_clash_percentage(reference, features),
+            "clashscore": structural.clashscore(reference, features),
+            "folded_ca_rmsd": folding.folded_fraction(reference, topology, native),
+            "folded_native_contacts": float(np.mean(folding.native_contacts_fraction(reference, topology, native) > FOLDED_Q)),
+            "jsd_reference_halves": {kind: floor[f"mean_{kind}"] for kind in ("bonds", "angles", "dihedrals")},
+        }
     results = {}
     for name in args.models:
         model = load_backmapper(io.bundled("models/" + name))
         for segment in args.segments:
-            reference = io.load_trajectory(io.bundled(f"chignolin/reference/cln025_{segment}.xtc"), topology).xyz
-            reference = reference.astype(np.float64)
+            reference, ref = references[segment], reference_metrics[segment]
             cg = model.mapping.map(reference)
             if model.temporal:
                 samples = np.asarray(model.trajectory(cg, samples=args.samples, seed=args.seed), dtype=np.float64)
@@ -72,7 +85,6 @@ def main() -> None:
                                     for k in range(args.samples)])
             rmsd = accuracy.best_of_n_rmsd(samples, reference, features)
             pooled = samples.reshape(-1, *samples.shape[2:])
-            q_reference = folding.native_contacts_fraction(reference, topology, native)
             q_backmapped = folding.native_contacts_fraction(pooled, topology, native)
             entry = {
                 "best_of_n_heavy_rmsd_nm": rmsd["best_heavy"], "mean_heavy_rmsd_nm": rmsd["mean_heavy"],
@@ -81,14 +93,13 @@ def main() -> None:
                 "chirality_errors": structural.chirality_errors(pooled, native, features)["total"],
                 "cis_peptides": structural.cis_peptides(pooled, features)["total"],
                 # Raw model output, before the restrained relaxation that switching runs after it.
-                "severe_clash_percent": {"reference": structural.severe_clash_percentage(reference, features),
+                "severe_clash_percent": {"reference": ref["severe_clash_percent"],
                                          "backmapped": structural.severe_clash_percentage(pooled, features)},
-                "clashscore": {"reference": structural.clashscore(reference, features),
-                               "backmapped": structural.clashscore(pooled, features)},
+                "clashscore": {"reference": ref["clashscore"], "backmapped": structural.clashscore(pooled, features)},
                 "backmapped_frames": int(len(pooled)),
-                "folded_ca_rmsd": {"reference": folding.folded_fraction(reference, topology, native),
+                "folded_ca_rmsd": {"reference": ref["folded_ca_rmsd"],
                                    "backmapped": folding.folded_fraction(pooled, topology, native)},
-                "folded_native_contacts": {"reference": float(np.mean(q_reference > FOLDED_Q)),
+                "folded_native_contacts": {"reference": ref["folded_native_contacts"],
                                            "backmapped": float(np.mean(q_backmapped > FOLDED_Q))},
                 "frames": int(len(reference)), "samples": args.samples,
             }
@@ -101,9 +112,7 @@ def main() -> None:
             if model.temporal:  # side by side: the same model with the temporal conditioning removed
                 first_frame_path = np.asarray(model(cg, seed=args.seed), dtype=np.float64)
                 entry["temporal_coherence_first_frame_path"] = kinetics.temporal_coherence(first_frame_path, reference, features)
-            half = len(reference) // 2
-            floor = distributions.internal_coordinate_jsd(reference[:half], reference[half:], features)
-            entry["jsd_reference_halves"] = {kind: floor[f"mean_{kind}"] for kind in ("bonds", "angles", "dihedrals")}
+            entry["jsd_reference_halves"] = ref["jsd_reference_halves"]
             if not args.no_speed:
                 torch.set_num_threads(args.threads)
                 entry["speed"] = bench_model(io.bundled("models/" + name), 100, 5, 1024, atomistic=reference)
