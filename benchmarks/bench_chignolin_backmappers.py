@@ -18,6 +18,8 @@ The shipped `ic` model was trained on segments 0, 1, 3, 4, 5, the `cvae` and the
 300 K segments 0 and 4; all are tested on segment 2 (their metadata), the 300 K segments 6 and 8
 are held out from all.
 For scale, ``jsd_reference_halves`` is the JSD of the segment's two halves against each other.
+A model file that redraws defective frames (:mod:`openmmbackmap.models.rejection`) is scored as
+shipped; ``--raw`` scores the model's own draws.
 
     .venv/bin/python benchmarks/bench_chignolin_backmappers.py --segments 002
 """
@@ -35,7 +37,7 @@ import torch
 from openmmbackmap import io
 from openmmbackmap.bench import accuracy, distributions, folding, kinetics, structural
 from openmmbackmap.bench.structure import TopologyFeatures
-from openmmbackmap.models import load_backmapper
+from openmmbackmap.models import load_backmapper, rejection
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_ic import bench_model  # noqa: E402  (the speed measurement every family shares)
@@ -52,7 +54,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2, help="torch threads for the speed measurement")
     parser.add_argument("--no-speed", action="store_true", help="skip the speed measurement")
-    parser.add_argument("--models", nargs="+", default=list(MODELS), help="shipped model files to score (default: all three)")
+    parser.add_argument("--models", nargs="+", default=list(MODELS), help="model files to score: names of shipped models or paths (default: the three shipped)")
+    parser.add_argument("--raw", action="store_true",
+                        help="score a model's own draws, without the redraws of defective frames its file may add "
+                             "(openmmbackmap.models.rejection)")
     parser.add_argument("--out", type=Path,
                         default=Path(__file__).parent / "results" / "chignolin_backmappers.json")
     args = parser.parse_args()
@@ -74,7 +79,10 @@ def main() -> None:
         }
     results = {}
     for name in args.models:
-        model = load_backmapper(io.bundled("models/" + name))
+        path = Path(name) if Path(name).is_file() else io.bundled("models/" + name)
+        model = load_backmapper(path)
+        if args.raw:
+            model = rejection.without_rejection(model)
         for segment in args.segments:
             reference, ref = references[segment], reference_metrics[segment]
             cg = model.mapping.map(reference)
@@ -115,11 +123,11 @@ def main() -> None:
             entry["jsd_reference_halves"] = ref["jsd_reference_halves"]
             if not args.no_speed:
                 torch.set_num_threads(args.threads)
-                entry["speed"] = bench_model(io.bundled("models/" + name), 100, 5, 1024, atomistic=reference)
+                entry["speed"] = bench_model(model, 100, 5, 1024, atomistic=reference)
             results[f"{name} segment {segment}"] = entry
             print(name, segment, json.dumps(entry), flush=True)
     io.write_json(args.out, {"command": "benchmarks/bench_chignolin_backmappers.py --segments " + " ".join(args.segments)
-                             + f" --samples {args.samples} --seed {args.seed}", "folded_q": FOLDED_Q, "results": results})
+                             + f" --samples {args.samples} --seed {args.seed}" + (" --raw" if args.raw else ""), "folded_q": FOLDED_Q, "results": results})
     print(f"saved {args.out}")
 
 

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from openmmbackmap import __version__, io
-from openmmbackmap.models import load_backmapper
+from openmmbackmap.models import Backmapper, load_backmapper
 
 MODELS = Path(__file__).resolve().parents[1] / "python" / "openmmbackmap" / "data" / "models"
 DEFAULT_MODELS = [MODELS / "ala2_backbone_ic.pt", MODELS / "ala2_residue_com_ic.pt"]
@@ -53,10 +53,10 @@ def _shown(value) -> str:
     return str(value)
 
 
-def bench_model(path: Path, calls: int, repeats: int, batch: int, atomistic: np.ndarray | None = None) -> dict:
-    """Latency at batch 1 and throughput at ``batch`` of a model file, on CG frames mapped from
-    ``atomistic`` (frames, atoms, 3), by default the bundled alanine-dipeptide run."""
-    backmapper = load_backmapper(path)
+def bench_model(path: Path | Backmapper, calls: int, repeats: int, batch: int, atomistic: np.ndarray | None = None) -> dict:
+    """Latency at batch 1 and throughput at ``batch`` of a model file (or a loaded model), on CG
+    frames mapped from ``atomistic`` (frames, atoms, 3), by default the bundled alanine-dipeptide run."""
+    backmapper = path if isinstance(path, Backmapper) else load_backmapper(path)
     if atomistic is None:
         topology, _ = io.load_topology(io.bundled("alanine_dipeptide/ala2.pdb"))
         atomistic = io.load_trajectory(io.bundled("alanine_dipeptide/ala2.xtc"), topology).xyz
@@ -88,7 +88,8 @@ def bench_model(path: Path, calls: int, repeats: int, batch: int, atomistic: np.
         wrapper.append(time.perf_counter() - tic)
     latencies_ms = np.array(latencies) * 1e3
     return {
-        "model": path.name,
+        "model": backmapper.path.name,
+        "rejection": backmapper.rejection,
         "n_beads": backmapper.n_beads,
         "n_atoms": backmapper.n_atoms,
         "latency_ms_median": float(np.median(latencies_ms)),

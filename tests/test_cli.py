@@ -27,7 +27,7 @@ def test_help_lists_only_working_commands_and_each_has_help():
     assert result.returncode == 0
     section = result.stdout.split("COMMAND\n", 1)[1].split("\n\n", 1)[0]
     listed = [line.split()[0] for line in section.splitlines()]
-    assert listed == ["map", "schemes", "train", "transfer", "apply", "cgforce", "bench", "switch", "demo"]
+    assert listed == ["map", "schemes", "train", "transfer", "reject", "apply", "cgforce", "bench", "switch", "demo"]
     for command in listed:
         sub = _run(command, "--help")
         assert sub.returncode == 0 and f"usage: backmap {command}" in sub.stdout

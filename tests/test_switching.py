@@ -172,9 +172,46 @@ def test_chirality_hold_restores_an_inverted_centre(ala2_start):
     assert context.getState(getEnergy=True).getPotentialEnergy()._value == 0.0
 
 
-def _system_with(force: openmm.Force) -> openmm.System:
+def test_omega_hold_keeps_peptide_bonds_trans_during_relaxation():
+    """Planted case, a real one: a chignolin reconstruction by the shipped gan (``tests/data``, how it
+    was made in its REMARKs) whose Tyr2 ring sits on Gly7; the default restrained minimisation pushes
+    it away and, without the omega hold, drags the THR 6 - GLY 7 peptide bond cis. With the hold
+    (default) every bond stays trans, and the hold costs nothing in the structure handed in."""
+    from openmmbackmap.bench.structural import cis_peptides
+    from openmmbackmap.bench.structure import TopologyFeatures
+    from openmmbackmap.relax import omega_hold_force
+
+    topology, frame = io.load_topology(Path(__file__).parent / "data" / "cln025_gan_frame_turns_cis.pdb")
+    features = TopologyFeatures.from_topology(topology)
+    mapping = load_backmapper(io.bundled("models/cln025_ca_gan.pt")).mapping
+    system = reference_system(topology)
+    assert cis_peptides(frame, features)["total"] == 0
+
+    def relaxed(hold_omega: bool) -> np.ndarray:
+        relaxation = RestrainedRelaxation(system, topology, mapping, RelaxationSettings(hold_omega=hold_omega),
+                                          platform="Reference")
+        return relaxation.relax(frame, mapping.map(frame)).positions
+
+    assert cis_peptides(relaxed(False), features)["total"] == 1
+    assert cis_peptides(relaxed(True), features)["total"] == 0
+    force = omega_hold_force(features.omegas)
+
+    def hold_energy() -> float:
+        context = openmm.Context(_system_with(force, len(frame)), openmm.VerletIntegrator(0.001),
+                                 openmm.Platform.getPlatformByName("Reference"))
+        context.setPositions(frame)
+        return context.getState(getEnergy=True).getPotentialEnergy()._value
+
+    for index, row in enumerate(features.omegas):
+        force.setTorsionParameters(index, *(int(i) for i in row), [1.0])  # held trans ...
+    assert hold_energy() == 0.0
+    force.setTorsionParameters(5, *(int(i) for i in features.omegas[5]), [-1.0])  # ... and held cis, it pulls
+    assert hold_energy() > 1000.0
+
+
+def _system_with(force: openmm.Force, particles: int = 22) -> openmm.System:
     system = openmm.System()
-    for _ in range(22):
+    for _ in range(particles):
         system.addParticle(12.0)
     system.addForce(copy.deepcopy(force))
     return system

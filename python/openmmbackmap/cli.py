@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 
 from openmmbackmap import __version__, io
-from openmmbackmap.errors import BackmapError
+from openmmbackmap.errors import BackmapError, InputError
 from openmmbackmap.mapping import Mapping, builtin_schemes
 
 if TYPE_CHECKING:
@@ -83,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     schemes.set_defaults(handler=_run_schemes)
 
     from openmmbackmap import training
+    from openmmbackmap.models import rejection
 
     train = commands.add_parser(
         "train", help="train a backmapper on atomistic trajectories",
@@ -109,7 +110,20 @@ def build_parser() -> argparse.ArgumentParser:
     transfer.add_argument("--forcefield", nargs="+", default=None, metavar="XML",
                           help="OpenMM force field files of the new molecule (default: the model's)")
     transfer.add_argument("--out", "-o", required=True, type=Path, help="model file to write (.pt)")
+    rejection.configure_parser(transfer)
     transfer.set_defaults(handler=_run_transfer)
+
+    reject = commands.add_parser(
+        "reject", help="make a model file redraw frames that clash or have a cis peptide",
+        description=("Write a copy of a backmapper file whose TorchScript module redraws, from the same conditional "
+                     "distribution, every frame in which heavy atoms more than three bonds apart overlap or a "
+                     "non-proline peptide bond is cis (openmmbackmap.models.rejection); `backmap train` and "
+                     "`backmap transfer` do this unless --rejection-rounds 0."),
+    )
+    reject.add_argument("--model", "-m", required=True, type=Path, help="backmapper file (.pt)")
+    reject.add_argument("--out", "-o", required=True, type=Path, help="model file to write (.pt; may be --model)")
+    rejection.configure_parser(reject)
+    reject.set_defaults(handler=_run_reject)
 
     apply = commands.add_parser(
         "apply", help="backmap a CG trajectory with a trained model",
@@ -336,7 +350,23 @@ def _run_transfer(args: argparse.Namespace) -> int:
     result.provenance["command"] = shlex.join(["backmap", *sys.argv[1:]])
     result.provenance["topology"] = {"file": str(args.topology), "sha256": io.file_sha256(args.topology)}
     path = training.save_result(result, args.out)
+    from openmmbackmap.models import rejection
+
+    rejection.apply_options(path, args)
     print(f"wrote {path}: a gan of {mapping} from {args.model} (no data of this molecule used)")
+    return 0
+
+
+def _run_reject(args: argparse.Namespace) -> int:
+    from openmmbackmap.models import rejection
+
+    if args.rejection_rounds < 1:
+        raise InputError(f"--rejection-rounds must be at least 1; got {args.rejection_rounds}")
+    import shlex
+
+    path = rejection.add_rejection(args.model, args.out, min_ratio=args.clash_min_ratio, rounds=args.rejection_rounds,
+                                   command=shlex.join(["backmap", *sys.argv[1:]]))
+    print(f"wrote {path}: {args.model} redrawing defective frames up to {args.rejection_rounds} times")
     return 0
 
 

@@ -23,6 +23,11 @@ preliminary model), the very error learned backmappers exist to avoid. For each 
 neighbours a, b, d it adds ``k * min(0, s * v - margin)^2``, with v the triple product of the
 three unit bond vectors (about 0.77 at a tetrahedral centre, 0 when flat) and s the sign v has
 in the structure handed to :meth:`RestrainedRelaxation.relax`; zero for any sane geometry.
+The omega hold does the same for peptide bonds (``TopologyFeatures.omegas``, CA-C-N-CA): a
+minimisation that pushes a clashing side chain away can drag a peptide bond over its barrier
+(seen on a chignolin `gan` reconstruction, :func:`omega_hold_force`), and a cis peptide is
+again what a backmapper must not produce. Each omega is held on the side (cis or trans) it has
+in the structure handed in.
 
 Example
 -------
@@ -51,7 +56,7 @@ from openmm import unit
 
 from openmmbackmap import plugins
 from openmmbackmap.errors import InputError
-from openmmbackmap.geometry import signed_volumes
+from openmmbackmap.geometry import dihedrals, signed_volumes
 from openmmbackmap.mapping import Mapping
 from openmmbackmap.restraints import mapping_restraint_force
 
@@ -77,6 +82,8 @@ class RelaxationSettings:
         The stronger relaxation used when a structure still fails its checks after resampling.
     hold_chirality
         Keep every chiral centre's handedness during minimisation (see the module docstring).
+    hold_omega
+        Keep every peptide bond cis or trans as it was handed in (see the module docstring).
     """
 
     restraint_k: float = 5000.0
@@ -86,6 +93,7 @@ class RelaxationSettings:
     strong_tolerance: float = 1.0
     strong_max_iterations: int = 2000
     hold_chirality: bool = True
+    hold_omega: bool = True
 
     def __post_init__(self):
         if self.restraint_k < 0 or self.flat_bottom < 0:
@@ -159,6 +167,26 @@ def chirality_hold_force(chiral_centres: np.ndarray) -> openmm.CustomCompoundBon
     return force
 
 
+#: Omega hold: force constant (kJ/mol) and the value of ``s * -cos(omega)`` below which it acts
+#: (0.3: |omega| < 107 degrees for a trans bond; trans bonds in MD stay above 150).
+OMEGA_K = 5000.0
+OMEGA_MARGIN = 0.3
+
+
+def omega_hold_force(omegas: np.ndarray) -> openmm.CustomTorsionForce:
+    """A force keeping each peptide bond (rows ``CA, C, N, CA``) cis or trans; per-bond ``s`` 1 trans, -1 cis, 0 off.
+
+    ``k_omega * s^2 * min(0, s * u - margin)^2`` with ``u = -cos(omega)`` (1 trans, -1 cis).
+    """
+    force = openmm.CustomTorsionForce("k_omega * s^2 * min(0, -s * cos(theta) - omega_margin)^2")
+    force.addGlobalParameter("k_omega", OMEGA_K)
+    force.addGlobalParameter("omega_margin", OMEGA_MARGIN)
+    force.addPerTorsionParameter("s")
+    for row in np.asarray(omegas, dtype=int).reshape(-1, 4):
+        force.addTorsion(*(int(i) for i in row), [0.0])
+    return force
+
+
 #: Force constant of the harmonic bonds that stand in for constraints during minimisation,
 #: kJ/mol/nm^2: the stiffness of a C-H bond in amber99sb (about 2.8e5), so hydrogens stay put.
 CONSTRAINT_BOND_K = 3.0e5
@@ -176,6 +204,37 @@ def flexible_copy(system: openmm.System) -> openmm.System:
             flexible.removeConstraint(index)
         flexible.addForce(bonds)
     return flexible
+
+
+class _SideHold:
+    """A hold force whose per-term side ``s`` is re-read from each structure handed to a relaxation.
+
+    ``measure(xyz, rows)`` gives a signed value per row, positive or negative by side; the
+    terms whose sign changed since the last structure are updated in the Context (usually none
+    after the first switch: a sound model keeps every centre and peptide bond).
+    """
+
+    def __init__(self, make_force, rows: np.ndarray, measure):
+        self.rows = np.asarray(rows, dtype=int).reshape(-1, 4)
+        self.force = make_force(self.rows) if len(self.rows) else None
+        self.measure = measure
+        self.signs = np.zeros(len(self.rows))
+
+    def update(self, positions: np.ndarray, context: openmm.Context) -> None:
+        if self.force is None:
+            return
+        signs = np.sign(self.measure(positions[None], self.rows)[0])
+        changed = np.flatnonzero(signs != self.signs)
+        if not len(changed):
+            return
+        for index in changed:
+            parameters = ([float(signs[index])],)
+            if isinstance(self.force, openmm.CustomTorsionForce):
+                self.force.setTorsionParameters(int(index), *(int(i) for i in self.rows[index]), *parameters)
+            else:
+                self.force.setBondParameters(int(index), [int(i) for i in self.rows[index]], *parameters)
+        self.force.updateParametersInContext(context)
+        self.signs = signs
 
 
 def _free_force_group(system: openmm.System) -> int:
@@ -212,6 +271,8 @@ class RestrainedRelaxation:
     chiral_centres
         Rows (centre, a, b, c) of the chirality hold, e.g. ``TopologyFeatures.chiral_centres``
         the caller has already; None finds them in ``topology``.
+    omegas
+        Rows (CA, C, N, CA) of the omega hold, e.g. ``TopologyFeatures.omegas``; None finds them.
 
     Attributes
     ----------
@@ -237,6 +298,7 @@ class RestrainedRelaxation:
         integrator_seed: int = 0,
         native: bool | None = None,
         chiral_centres: np.ndarray | None = None,
+        omegas: np.ndarray | None = None,
     ):
         if system.getNumParticles() != mapping.n_atoms:
             raise InputError(
@@ -260,20 +322,21 @@ class RestrainedRelaxation:
         )
         self.restraint.setForceGroup(_free_force_group(minimisation_system))
         minimisation_system.addForce(self.restraint)
-        self._chiral_centres = np.zeros((0, 4), dtype=int)
-        self._chirality = None
-        self._chirality_signs = np.zeros(0)
-        if settings.hold_chirality:
-            if chiral_centres is None:
-                from openmmbackmap.bench.structure import TopologyFeatures
+        self._holds: list[_SideHold] = []
+        if (settings.hold_chirality and chiral_centres is None) or (settings.hold_omega and omegas is None):
+            from openmmbackmap.bench.structure import TopologyFeatures
 
-                chiral_centres = TopologyFeatures.from_topology(topology).chiral_centres
-            self._chiral_centres = np.asarray(chiral_centres, dtype=int).reshape(-1, 4)
-            self._chirality_signs = np.zeros(len(self._chiral_centres))
-            if len(self._chiral_centres):
-                self._chirality = chirality_hold_force(self._chiral_centres)
-                self._chirality.setForceGroup(self.restraint.getForceGroup())
-                minimisation_system.addForce(self._chirality)
+            features = TopologyFeatures.from_topology(topology)
+            chiral_centres = features.chiral_centres if chiral_centres is None else chiral_centres
+            omegas = features.omegas if omegas is None else omegas
+        if settings.hold_chirality:
+            self._holds.append(_SideHold(chirality_hold_force, chiral_centres, signed_volumes))
+        if settings.hold_omega:
+            self._holds.append(_SideHold(omega_hold_force, omegas, lambda xyz, rows: -np.cos(dihedrals(xyz, rows))))
+        for hold in self._holds:
+            if hold.force is not None:
+                hold.force.setForceGroup(self.restraint.getForceGroup())
+                minimisation_system.addForce(hold.force)
         self._minimisation = openmm.Context(
             minimisation_system, openmm.VerletIntegrator(0.001), openmm_platform, properties
         )
@@ -336,16 +399,8 @@ class RestrainedRelaxation:
         self._minimisation.setPositions(positions)
         self.restraint.setTargets(targets)
         self.restraint.updateParametersInContext(self._minimisation)
-        if self._chirality is not None:
-            signs = np.sign(signed_volumes(positions[None], self._chiral_centres)[0])
-            changed = np.flatnonzero(signs != self._chirality_signs)
-            if len(changed):  # usually none after the first switch: a sound model keeps every centre
-                for index in changed:
-                    self._chirality.setBondParameters(
-                        int(index), [int(i) for i in self._chiral_centres[index]], [float(signs[index])]
-                    )
-                self._chirality.updateParametersInContext(self._minimisation)
-                self._chirality_signs = signs
+        for hold in self._holds:
+            hold.update(positions, self._minimisation)
         tolerance = self.settings.strong_tolerance if strong else self.settings.tolerance
         iterations = self.settings.strong_max_iterations if strong else self.settings.max_iterations
         openmm.LocalEnergyMinimizer.minimize(self._minimisation, tolerance, iterations)
@@ -367,7 +422,7 @@ class RestrainedRelaxation:
         )
 
     def restraint_energy(self) -> float:
-        """Energy of the mapping restraint (and the chirality hold) in the minimisation Context, kJ/mol."""
+        """Energy of the mapping restraint (and the chirality and omega holds) in the minimisation Context, kJ/mol."""
         state = self._minimisation.getState(getEnergy=True, groups=1 << self.restraint.getForceGroup())
         return state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
 

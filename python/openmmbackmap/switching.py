@@ -283,6 +283,7 @@ class MultiscaleSimulation:
             platform=platform, platform_properties=platform_properties, temperature=temperature,
             friction=friction, timestep_fs=timestep_fs, integrator_seed=_seed(self.seed, 0x5EED),
             native=native_restraint, chiral_centres=self.features.chiral_centres,
+            omegas=self.features.omegas,
         )
         self.reference_positions = None
         if reference_positions is not None:

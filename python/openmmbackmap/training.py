@@ -56,6 +56,7 @@ import torch
 from openmmbackmap import __version__, io
 from openmmbackmap.errors import InputError
 from openmmbackmap.mapping import Mapping, check_same_topology
+from openmmbackmap.models import rejection
 from openmmbackmap.models.base import run_temporal, save_backmapper
 from openmmbackmap.models.cvae import CVAEBackmapper
 from openmmbackmap.models.ic import (
@@ -1371,8 +1372,8 @@ def transfer_gan(
                                     template=template, temperature=temperature)
     module = GANBackmapper(environment, mapping.matrix.toarray(), hidden=options["hidden"], noise=options["noise"],
                            closure_stats=forcefield_closure_statistics(environment.zmatrix, prior, temperature))
-    weights = {name[len("generator."):]: value for name, value in trained.module.state_dict().items()
-               if name.startswith("generator.")}
+    prefix = "backmapper.generator." if trained.rejection else "generator."  # inside a RejectionSampler
+    weights = {name[len(prefix):]: value for name, value in trained.module.state_dict().items() if name.startswith(prefix)}
     module.generator.load_state_dict(weights)
     module.eval()
     new_provenance = {
@@ -1461,6 +1462,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
                         help="train on every Nth frame of each segment, thinned before any --test-tail split (ic, "
                              "gan: decorrelated frames from long runs at a fraction of the cost; the cvae takes its "
                              "frame spacing from --stride)")
+    rejection.configure_parser(parser)
     cvae = parser.add_argument_group("cvae family")
     cvae.add_argument("--stride", type=int, default=1,
                       help="frames between the conditioning frame and the generated one; the model then backmaps "
@@ -1609,6 +1611,7 @@ def run(args: argparse.Namespace, command: str) -> int:
         result.validation["test"] = test
         print(_summary(f"test (held out: {', '.join(test['files'])})", test), flush=True)
     path = save_result(result, args.out)
+    rejection.apply_options(path, args)  # the held-out metrics above are the model's own draws
     print(f"saved {path} ({path.stat().st_size / 1024:.0f} KiB) after {result.provenance['train_seconds']:.0f} s of training", flush=True)
     return 0
 

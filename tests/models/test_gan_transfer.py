@@ -114,8 +114,9 @@ def test_train_on_two_molecules_and_transfer_to_a_third_topology(ala2_paths, chi
     assert main(arguments) == 0
     source, target = load_backmapper(model), load_backmapper(transferred)
     assert target.n_atoms == 166 and target.metadata.provenance["transferred_from"]["sha256"] == io.file_sha256(model)
-    weights = {k: v for k, v in source.module.state_dict().items() if k.startswith("generator.")}
-    assert all(torch.equal(v, target.module.state_dict()[k]) for k, v in weights.items())
+    assert source.rejection and target.rejection  # both commands wrap by default (models.rejection)
+    weights = source.module.backmapper.generator.state_dict()
+    assert len(weights) and all(torch.equal(v, target.module.backmapper.generator.state_dict()[k]) for k, v in weights.items())
     topology, _, xyz = chignolin
     cg = target.mapping.map(xyz[:20])
     out = target(cg, seed=3)

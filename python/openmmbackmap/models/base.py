@@ -155,6 +155,11 @@ class Backmapper:
     def n_atoms(self) -> int:
         return self.mapping.n_atoms
 
+    @property
+    def rejection(self) -> dict | None:
+        """How the module redraws frames that clash or have a cis peptide (:mod:`openmmbackmap.models.rejection`); None if it does not."""
+        return self.metadata.provenance.get("rejection")
+
     def __call__(
         self,
         cg: np.ndarray,
