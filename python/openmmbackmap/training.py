@@ -1535,6 +1535,7 @@ def _group_by_topology(paths: Sequence[Path]) -> list[tuple[list[Path], app.Topo
 def run(args: argparse.Namespace, command: str) -> int:
     """Train, test on held-out segments and save, as the parsed options say; ``command`` goes into the provenance."""
     torch.set_num_threads(args.threads)
+    rejection.check_options(args)
     if args.transferable and args.family != "gan":
         raise InputError("--transferable is an option of the gan family (--family gan)")
     if args.every < 1:

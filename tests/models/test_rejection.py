@@ -1,5 +1,8 @@
 """Rejection of defective frames: the criteria on real reference frames and planted defects, the wrapper on shipped models."""
 
+import argparse
+from typing import Optional
+
 import numpy as np
 import pytest
 import torch
@@ -117,9 +120,9 @@ def test_shipped_model_with_rejection_clashes_far_less_and_is_reproducible(chign
     assert without_rejection(raw) is raw
 
 
-def test_temporal_model_falls_back_to_its_first_frame_path(chignolin, tmp_path):
-    """A cvae frame whose previous state no longer fits the beads is drawn on the first-frame path
-    after its conditioned redraws fail, so hardly any clashing frame is left."""
+def test_shipped_temporal_model_along_a_trajectory_clashes_far_less(chignolin, tmp_path):
+    """The shipped cvae redraws along its trajectories (conditioned on the previous frame, then on its
+    first-frame path): hardly any defective frame is left."""
     topology, xyz = chignolin
     shipped = load_backmapper(io.bundled("models/cln025_ca_cvae.pt"))
     raw = without_rejection(shipped)
@@ -159,3 +162,53 @@ def test_reject_command_wraps_a_file_once(tmp_path, monkeypatch, capsys):
     assert "redraws defective frames already" in capsys.readouterr().err
     assert main(["reject", "--model", str(out), "--out", str(tmp_path / "zero.pt"), "--rejection-rounds", "0"]) == 1
     assert not (tmp_path / "again.pt").exists() and not (tmp_path / "zero.pt").exists()
+
+
+class _Stub(torch.nn.Module):
+    """A temporal model that draws a clashing frame whenever it is given a previous frame."""
+
+    def __init__(self, sound: np.ndarray, clashing: np.ndarray):
+        super().__init__()
+        self.register_buffer("sound", torch.from_numpy(sound))
+        self.register_buffer("clashing", torch.from_numpy(clashing))
+
+    def forward(self, cg: torch.Tensor, previous: Optional[torch.Tensor], seed: int) -> torch.Tensor:
+        frame = self.clashing if previous is not None else self.sound
+        return frame.unsqueeze(0).repeat(cg.size(0), 1, 1)
+
+
+def test_a_previous_state_that_cannot_fit_falls_back_to_the_first_frame_path(chignolin):
+    """Every draw given the previous frame clashes, so only the first-frame path can give a sound frame."""
+    topology, xyz = chignolin
+    clashing = xyz[0].copy()
+    tyr1_oh = next(a.index for a in topology.atoms() if a.residue.index == 0 and a.name == "OH")
+    gly7_ca = next(a.index for a in topology.atoms() if a.residue.index == 6 and a.name == "CA")
+    clashing[tyr1_oh] = clashing[gly7_ca] + [0.2, 0.0, 0.0]
+    stub = _Stub(xyz[1], clashing)
+    cg = torch.zeros(3, 10, 3)
+    previous = torch.from_numpy(xyz[:3])
+    sampler = torch.jit.script(RejectionSampler(stub, *clash_pairs(topology), trans_peptide_bonds(topology), rounds=2))
+    np.testing.assert_array_equal(sampler(cg, previous, 1).numpy(), np.repeat(xyz[1:2], 3, axis=0))
+    never = RejectionSampler(stub, *clash_pairs(topology), trans_peptide_bonds(topology), rounds=0)
+    np.testing.assert_array_equal(never(cg, previous, 1).numpy(), np.repeat(clashing[None], 3, axis=0))
+
+
+def test_bad_options_fail_before_training_and_large_molecules_are_left_unwrapped(tmp_path, monkeypatch):
+    from openmmbackmap.cli import main
+    from openmmbackmap.models import rejection
+
+    segment = io.bundled("alanine_dipeptide/ala2.xtc")
+    for option, value in (("--rejection-rounds", "-1"), ("--clash-min-ratio", "1.5")):
+        arguments = ["train", "--scheme", "backbone", "--train", str(segment), "--out", str(tmp_path / "m.pt"), option, value]
+        assert main(arguments) == 1  # refused at once: no training ran, no file
+        assert not (tmp_path / "m.pt").exists()
+    topology, _ = io.load_topology(io.bundled("alanine_dipeptide/ala2.pdb"))
+    monkeypatch.setattr(rejection, "MAX_PAIRS", 10)
+    with pytest.raises(rejection.TooManyPairs, match="15 pairs"):
+        clash_pairs(topology)
+    copy = tmp_path / "copy.pt"
+    copy.write_bytes(io.bundled("models/ala2_backbone_ic.pt").read_bytes())
+    options = rejection.configure_parser(argparse.ArgumentParser()).parse_args([])
+    with pytest.warns(UserWarning, match="does not redraw"):
+        rejection.apply_options(copy, options)
+    assert load_backmapper(copy).rejection is None

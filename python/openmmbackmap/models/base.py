@@ -267,6 +267,8 @@ class Backmapper:
                 "model": io.file_sha256(self.path),
                 "cg": hashlib.sha256(np.ascontiguousarray(cg).tobytes()).hexdigest(),
                 "seed": int(seed), "samples": int(samples),
+                # without_rejection() keeps the file's path: its draws are another run's
+                "rejection": self.rejection,
             }, sort_keys=True)
             if checkpoint.is_file():
                 with np.load(checkpoint) as saved:

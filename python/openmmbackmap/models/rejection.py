@@ -37,11 +37,12 @@ Examples
 >>> from openmmbackmap.models.rejection import add_rejection
 >>> add_rejection(io.bundled("models/ala2_backbone_ic.pt"), "ic_rejecting.pt")   # doctest: +SKIP
 >>> load_backmapper("ic_rejecting.pt").rejection                               # doctest: +SKIP
-{'min_ratio': 0.75, 'rounds': 32, 'clash_pairs': 124, 'peptide_bonds': 2}
+{'clash_pairs': 15, 'min_ratio': 0.75, 'peptide_bonds': 2, 'rounds': 32}
 """
 
 import argparse
 import os
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
@@ -58,12 +59,20 @@ if TYPE_CHECKING:
 MIN_RATIO = 0.75
 #: Default number of redraws of a defective frame.
 ROUNDS = 32
+#: Largest number of heavy-atom pairs the all-pairs clash check takes (about 2,000 heavy atoms:
+#: 32 MB of pair indices in the file, a 24 MB temporary per frame); beyond it a neighbour search
+#: would be needed, which this module does not have.
+MAX_PAIRS = 2_000_000
 #: A redraw call of fewer frames than this draws each of them several times (at most MAX_COPIES).
 MIN_BATCH = 32
 MAX_COPIES = 16
 #: Seed offset of redraw ``r`` (a prime far from the offsets :meth:`Backmapper.__call__` and
 #: ``trajectory`` add per batch, sample and frame, so redraws reuse none of their streams).
 SEED_STRIDE = 7_919_993
+
+
+class TooManyPairs(InputError):
+    """The molecule has more heavy-atom pairs than :data:`MAX_PAIRS`."""
 
 
 def clash_pairs(topology: app.Topology, min_ratio: float = MIN_RATIO) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -93,6 +102,11 @@ def clash_pairs(topology: app.Topology, min_ratio: float = MIN_RATIO) -> tuple[n
     first, second = atoms[first], atoms[second]
     far = ~np.asarray(features.within_three_bonds[first, second]).ravel().astype(bool)
     first, second = first[far], second[far]
+    if len(first) > MAX_PAIRS:
+        raise TooManyPairs(
+            f"{len(atoms)} heavy atoms make {len(first):,} pairs to check for clashes, more than the "
+            f"{MAX_PAIRS:,} the all-pairs check of openmmbackmap.models.rejection takes"
+        )
     return first, second, min_ratio * (radii[first] + radii[second])
 
 
@@ -182,7 +196,7 @@ class RejectionSampler(torch.nn.Module):
                 if todo.numel() == 0:
                     break
                 redraw += 1
-                # Few frames left and redrawn before: draw each several times in one call (doubling per
+                # Few frames left: draw each several times in one call (2, 4, ... copies, doubling per
                 # call; the model's cost per call, not per frame, dominates small batches) and keep the
                 # first sound copy: the same rejection sampling, the copies being independent draws in
                 # a fixed order.
@@ -268,14 +282,27 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     return parser
 
 
-def apply_options(path: Path, args: argparse.Namespace) -> None:
-    """Wrap the model file just written at ``path`` as the options of :func:`configure_parser` say."""
+def check_options(args: argparse.Namespace) -> None:
+    """Refuse bad :func:`configure_parser` options before any work (training can take hours)."""
     if args.rejection_rounds < 0:
         raise InputError(f"--rejection-rounds must be zero or more; got {args.rejection_rounds}")
-    if args.rejection_rounds:
+    if not 0.0 < args.clash_min_ratio < 1.0:
+        raise InputError(f"--clash-min-ratio must lie between 0 and 1; got {args.clash_min_ratio}")
+
+
+def apply_options(path: Path, args: argparse.Namespace) -> None:
+    """Wrap the model file just written at ``path`` as the options of :func:`configure_parser` say.
+
+    A molecule too large for the all-pairs clash check keeps the model as written, with a warning.
+    """
+    check_options(args)
+    if not args.rejection_rounds:
+        return
+    try:
         add_rejection(path, path, min_ratio=args.clash_min_ratio, rounds=args.rejection_rounds)
+    except TooManyPairs as exc:
+        warnings.warn(f"{path} does not redraw defective frames: {exc}", stacklevel=2)
 
 
-__all__ = ["MIN_RATIO", "ROUNDS", "RejectionSampler", "add_rejection", "apply_options", "clash_pairs", "configure_parser",
-           "trans_peptide_bonds",
-           "without_rejection"]
+__all__ = ["MAX_PAIRS", "MIN_RATIO", "ROUNDS", "RejectionSampler", "TooManyPairs", "add_rejection", "apply_options",
+           "check_options", "clash_pairs", "configure_parser", "trans_peptide_bonds", "without_rejection"]
