@@ -98,14 +98,16 @@ def clash_pairs(topology: app.Topology, min_ratio: float = MIN_RATIO) -> tuple[n
     features = TopologyFeatures.from_topology(topology)
     atoms = structural._clash_atoms(features)
     radii = structural._radii(features, structural.VDW_RADII_NM)
-    first, second = np.triu_indices(len(atoms), 1)
+    # At least this many pairs are more than three bonds apart: refuse before listing them all.
+    at_least = len(atoms) * (len(atoms) - 1) // 2 - features.within_three_bonds.nnz
+    first, second = np.triu_indices(len(atoms) if at_least <= MAX_PAIRS else 0, 1)
     first, second = atoms[first], atoms[second]
     far = ~np.asarray(features.within_three_bonds[first, second]).ravel().astype(bool)
     first, second = first[far], second[far]
-    if len(first) > MAX_PAIRS:
+    if at_least > MAX_PAIRS or len(first) > MAX_PAIRS:
         raise TooManyPairs(
-            f"{len(atoms)} heavy atoms make {len(first):,} pairs to check for clashes, more than the "
-            f"{MAX_PAIRS:,} the all-pairs check of openmmbackmap.models.rejection takes"
+            f"{len(atoms)} heavy atoms make {max(at_least, len(first)):,} or more pairs to check for clashes, more "
+            f"than the {MAX_PAIRS:,} the all-pairs check of openmmbackmap.models.rejection takes"
         )
     return first, second, min_ratio * (radii[first] + radii[second])
 
