@@ -53,10 +53,10 @@ def _shown(value) -> str:
     return str(value)
 
 
-def bench_model(path: Path | Backmapper, calls: int, repeats: int, batch: int, atomistic: np.ndarray | None = None) -> dict:
+def bench_model(model: Path | Backmapper, calls: int, repeats: int, batch: int, atomistic: np.ndarray | None = None) -> dict:
     """Latency at batch 1 and throughput at ``batch`` of a model file (or a loaded model), on CG
     frames mapped from ``atomistic`` (frames, atoms, 3), by default the bundled alanine-dipeptide run."""
-    backmapper = path if isinstance(path, Backmapper) else load_backmapper(path)
+    backmapper = model if isinstance(model, Backmapper) else load_backmapper(model)
     if atomistic is None:
         topology, _ = io.load_topology(io.bundled("alanine_dipeptide/ala2.pdb"))
         atomistic = io.load_trajectory(io.bundled("alanine_dipeptide/ala2.xtc"), topology).xyz

@@ -351,20 +351,20 @@ def _run_transfer(args: argparse.Namespace) -> int:
     result = training.transfer_gan(args.model, mapping, positions, forcefield_files=args.forcefield)
     result.provenance["command"] = shlex.join(["backmap", *sys.argv[1:]])
     result.provenance["topology"] = {"file": str(args.topology), "sha256": io.file_sha256(args.topology)}
+    rejection.apply_options(result, args)
     path = training.save_result(result, args.out)
-    rejection.apply_options(path, args)
     print(f"wrote {path}: a gan of {mapping} from {args.model} (no data of this molecule used)")
     return 0
 
 
 def _run_reject(args: argparse.Namespace) -> int:
+    import shlex
+
     from openmmbackmap.models import rejection
 
     rejection.check_options(args)
     if args.rejection_rounds < 1:
         raise InputError(f"backmap reject needs --rejection-rounds of at least 1; got {args.rejection_rounds}")
-    import shlex
-
     path = rejection.add_rejection(args.model, args.out, min_ratio=args.clash_min_ratio, rounds=args.rejection_rounds,
                                    command=shlex.join(["backmap", *sys.argv[1:]]))
     print(f"wrote {path}: {args.model} redrawing defective frames up to {args.rejection_rounds} times")

@@ -1351,7 +1351,7 @@ def transfer_gan(
     from openmmbackmap.models import load_backmapper
     from openmmbackmap.models.gan import ForceFieldPrior, GANBackmapper, build_environment, forcefield_closure_statistics
 
-    trained = load_backmapper(source)
+    trained = rejection.without_rejection(load_backmapper(source))  # the generator, not the redraws around it
     provenance = trained.metadata.provenance
     options = provenance.get("options", {})
     if trained.family != "gan" or options.get("geometry") != "forcefield":
@@ -1372,8 +1372,8 @@ def transfer_gan(
                                     template=template, temperature=temperature)
     module = GANBackmapper(environment, mapping.matrix.toarray(), hidden=options["hidden"], noise=options["noise"],
                            closure_stats=forcefield_closure_statistics(environment.zmatrix, prior, temperature))
-    prefix = "backmapper.generator." if trained.rejection else "generator."  # inside a RejectionSampler
-    weights = {name[len(prefix):]: value for name, value in trained.module.state_dict().items() if name.startswith(prefix)}
+    weights = {name[len("generator."):]: value for name, value in trained.module.state_dict().items()
+               if name.startswith("generator.")}
     module.generator.load_state_dict(weights)
     module.eval()
     new_provenance = {
@@ -1611,8 +1611,8 @@ def run(args: argparse.Namespace, command: str) -> int:
         test["files"] = [str(p) for p in args.test] + ([f"last {args.test_tail:.0%} of each --train file"] if test_tail else [])
         result.validation["test"] = test
         print(_summary(f"test (held out: {', '.join(test['files'])})", test), flush=True)
+    rejection.apply_options(result, args)  # the held-out metrics above stay the model's own draws
     path = save_result(result, args.out)
-    rejection.apply_options(path, args)  # the held-out metrics above are the model's own draws
     print(f"saved {path} ({path.stat().st_size / 1024:.0f} KiB) after {result.provenance['train_seconds']:.0f} s of training", flush=True)
     return 0
 

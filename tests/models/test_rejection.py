@@ -11,6 +11,7 @@ from openmmbackmap import io
 from openmmbackmap.bench.structure import TopologyFeatures
 from openmmbackmap.errors import InputError
 from openmmbackmap.models import load_backmapper, save_backmapper
+from openmmbackmap.training import TrainingResult
 from openmmbackmap.models.rejection import (
     RejectionSampler,
     add_rejection,
@@ -208,9 +209,12 @@ def test_bad_options_fail_before_training_and_large_molecules_are_left_unwrapped
     monkeypatch.setattr(rejection, "MAX_PAIRS", 10)
     with pytest.raises(rejection.TooManyPairs, match="pairs to check"):
         clash_pairs(topology)
-    copy = tmp_path / "copy.pt"
-    copy.write_bytes(io.bundled("models/ala2_backbone_ic.pt").read_bytes())
+    shipped = load_backmapper(io.bundled("models/ala2_backbone_ic.pt"))
+    result = TrainingResult(shipped.module, shipped.mapping, "ic", dict(shipped.metadata.provenance), {})
     options = rejection.configure_parser(argparse.ArgumentParser()).parse_args([])
-    with pytest.warns(UserWarning, match="does not redraw"):
-        rejection.apply_options(copy, options)
-    assert load_backmapper(copy).rejection is None
+    with pytest.warns(UserWarning, match="will not redraw"):
+        rejection.apply_options(result, options)
+    assert result.module is shipped.module and "rejection" not in result.provenance
+    monkeypatch.setattr(rejection, "MAX_PAIRS", 2_000_000)
+    rejection.apply_options(result, options)  # what training and transfer do before they save
+    assert isinstance(result.module, RejectionSampler) and result.provenance["rejection"]["clash_pairs"] == 15

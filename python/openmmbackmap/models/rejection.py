@@ -54,6 +54,7 @@ from openmmbackmap.errors import InputError
 
 if TYPE_CHECKING:
     from openmmbackmap.models.base import Backmapper
+    from openmmbackmap.training import TrainingResult
 
 #: Default fraction of the sum of van der Waals radii below which two heavy atoms clash.
 MIN_RATIO = 0.75
@@ -218,6 +219,46 @@ class RejectionSampler(torch.nn.Module):
         return atoms
 
 
+def with_rejection(
+    module: torch.nn.Module,
+    topology: app.Topology,
+    provenance: dict,
+    *,
+    min_ratio: float = MIN_RATIO,
+    rounds: int = ROUNDS,
+    command: str | None = None,
+) -> tuple[RejectionSampler, dict]:
+    """``module`` inside a :class:`RejectionSampler` for ``topology``, and ``provenance`` with ``rejection`` added.
+
+    Parameters
+    ----------
+    module
+        The model's module (contract of :mod:`openmmbackmap.models.base`), not yet wrapped.
+    topology
+        Its atomistic topology.
+    provenance
+        The model's provenance (not modified).
+    min_ratio, rounds
+        The clash criterion (:func:`clash_pairs`) and the redraw calls.
+    command
+        The command that asked for it, recorded in the provenance.
+
+    Raises
+    ------
+    TooManyPairs
+        For a molecule too large for the all-pairs clash check.
+    """
+    if "rejection" in provenance:
+        raise InputError(f"the model redraws defective frames already ({provenance['rejection']})")
+    first, second, min_distance = clash_pairs(topology, min_ratio)
+    omegas = trans_peptide_bonds(topology)
+    record = {"min_ratio": float(min_ratio), "rounds": int(rounds), "clash_pairs": int(len(first)),
+              "peptide_bonds": int(len(omegas))}
+    if command:
+        record["command"] = command
+    return RejectionSampler(module, first, second, min_distance, omegas, rounds), {**provenance, "rejection": record}
+
+
 def add_rejection(
     path: str | os.PathLike,
     out: str | os.PathLike,
@@ -226,7 +267,7 @@ def add_rejection(
     rounds: int = ROUNDS,
     command: str | None = None,
 ) -> Path:
-    """Write a copy of a model file whose module redraws defective frames (:class:`RejectionSampler`).
+    """Write a copy of a model file whose module redraws defective frames (:func:`with_rejection`).
 
     The metadata is kept; its provenance gains ``rejection`` (the criterion, the number of pairs
     and bonds checked) and the ``validation`` metrics stay those of the model as trained
@@ -236,24 +277,16 @@ def add_rejection(
     ----------
     path, out
         The model file and the file to write (may be the same: written atomically).
-    min_ratio, rounds
-        The clash criterion (:func:`clash_pairs`) and the redraws per frame.
-    command
-        The command that asked for it, recorded in the provenance.
+    min_ratio, rounds, command
+        As :func:`with_rejection` takes them.
     """
     from openmmbackmap.models.base import load_backmapper, save_backmapper
 
     backmapper = load_backmapper(path)
     if backmapper.rejection is not None:
         raise InputError(f"model file {str(path)!r} redraws defective frames already ({backmapper.rejection})")
-    first, second, min_distance = clash_pairs(backmapper.topology, min_ratio)
-    omegas = trans_peptide_bonds(backmapper.topology)
-    module = RejectionSampler(backmapper.module, first, second, min_distance, omegas, rounds)
-    provenance = dict(backmapper.metadata.provenance)
-    provenance["rejection"] = {"min_ratio": float(min_ratio), "rounds": int(rounds),
-                               "clash_pairs": int(len(first)), "peptide_bonds": int(len(omegas))}
-    if command:
-        provenance["rejection"]["command"] = command
+    module, provenance = with_rejection(backmapper.module, backmapper.topology, backmapper.metadata.provenance,
+                                        min_ratio=min_ratio, rounds=rounds, command=command)
     return save_backmapper(module, out, family=backmapper.family, mapping=backmapper.mapping,
                            provenance=provenance, validation=backmapper.metadata.validation)
 
@@ -292,19 +325,24 @@ def check_options(args: argparse.Namespace) -> None:
         raise InputError(f"--clash-min-ratio must lie between 0 and 1; got {args.clash_min_ratio}")
 
 
-def apply_options(path: Path, args: argparse.Namespace) -> None:
-    """Wrap the model file just written at ``path`` as the options of :func:`configure_parser` say.
+def apply_options(result: "TrainingResult", args: argparse.Namespace) -> None:
+    """Wrap a freshly trained or transferred model, before it is saved, as the :func:`configure_parser` options say.
 
-    A molecule too large for the all-pairs clash check keeps the model as written, with a warning.
+    Its ``validation`` metrics stay those of its own draws. A molecule too large for the
+    all-pairs clash check keeps the model as it is, with a warning.
     """
     check_options(args)
     if not args.rejection_rounds:
         return
     try:
-        add_rejection(path, path, min_ratio=args.clash_min_ratio, rounds=args.rejection_rounds)
+        result.module, result.provenance = with_rejection(
+            result.module, result.mapping.topology, result.provenance,
+            min_ratio=args.clash_min_ratio, rounds=args.rejection_rounds,
+        )
     except TooManyPairs as exc:
-        warnings.warn(f"{path} does not redraw defective frames: {exc}", stacklevel=2)
+        warnings.warn(f"the model will not redraw defective frames: {exc}", stacklevel=2)
 
 
 __all__ = ["MAX_PAIRS", "MIN_RATIO", "ROUNDS", "RejectionSampler", "TooManyPairs", "add_rejection", "apply_options",
-           "check_options", "clash_pairs", "configure_parser", "trans_peptide_bonds", "without_rejection"]
+           "check_options", "clash_pairs", "configure_parser", "trans_peptide_bonds", "with_rejection",
+           "without_rejection"]
